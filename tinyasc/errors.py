@@ -9,5 +9,6 @@ and exits with status 2, without a traceback.
 class TinyAscError(Exception):
     """A user-facing problem: the message is one line and names the file or value at fault."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, details: list[str] | None = None):
         super().__init__(" ".join(str(message).split()))
+        self.details = list(details or [])  # one line each, e.g. every bad file of a dataset

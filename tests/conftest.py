@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny dataset in TAU layout written by the tests themselves, and a private cache."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+CLASSES = ("airport", "bus", "park")
+DEVICES_TRAIN = ("a", "b")
+DEVICES_TEST = ("a", "b", "s4")
+
+
+def tone_clip(label_index: int, rng: np.random.Generator, rate: int = 44100, seconds: float = 1.0) -> np.ndarray:
+    """A learnable clip: a class-specific tone plus noise."""
+    t = np.arange(int(rate * seconds)) / rate
+    freq = 300.0 * (label_index + 1) * (1 + 0.02 * rng.standard_normal())
+    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def write_tau_folder(root, recordings_per_class: int = 3, segments: int = 4, rate: int = 44100, seed: int = 0,
+                     subtype: str = "PCM_24"):
+    """meta.csv, split100.csv, split50.csv and test.csv over 1 s clips of ``rate`` Hz."""
+    rng = np.random.default_rng(seed)
+    (root / "audio").mkdir(parents=True)
+    meta, train, test = [], [], []
+    for k, label in enumerate(CLASSES):
+        for r in range(recordings_per_class):
+            is_test = r == recordings_per_class - 1
+            identifier = f"city{r}-{100 + r}"
+            for s in range(segments):
+                for device in DEVICES_TEST if is_test else DEVICES_TRAIN:
+                    name = f"audio/{label}-{identifier}-{s}-{device}.wav"
+                    sf.write(root / name, tone_clip(k, rng, rate), rate, subtype=subtype)
+                    meta.append(f"{name}\t{label}\t{identifier}\t{device}")
+                    (test if is_test else train).append(f"{name}\t{label}")
+    (root / "meta.csv").write_text("filename\tscene_label\tidentifier\tsource_label\n" + "\n".join(meta) + "\n")
+    (root / "split100.csv").write_text("filename\tscene_label\n" + "\n".join(train) + "\n")
+    (root / "split50.csv").write_text("filename\tscene_label\n" + "\n".join(train[::2]) + "\n")
+    (root / "test.csv").write_text("filename\tscene_label\n" + "\n".join(test) + "\n")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYASC_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def tau_dir(tmp_path):
+    return write_tau_folder(tmp_path / "tau")

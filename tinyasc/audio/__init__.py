@@ -1,0 +1,1 @@
+"""Audio in: decoding, resampling, and the log-mel front end."""

@@ -1,0 +1,107 @@
+"""Run configuration: defaults, YAML files, command-line overrides.
+
+A config is a nested dict. ``resolve`` starts from DEFAULTS, merges a YAML file (safe loader) and
+then overrides such as ``trainer.epochs=2``; the result is saved as ``config.yaml`` in the run
+folder, which is what ``--resume``, ``evaluate`` and checkpoints use.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import yaml
+
+from tinyasc.audio.features import DCASE24_FRONTEND
+from tinyasc.errors import TinyAscError
+
+# The DCASE 2024 Task 1 baseline recipe (see shared reference findings, section 2).
+DEFAULTS: dict = {
+    "seed": 0,
+    "data": {"dir": None, "split": 100, "duration": 1.0, "val_fraction": 0.1, "cache_dir": None,
+             "cache_dtype": "float16", "num_workers": 0, "skip_bad_files": False,
+             "synthetic_clips": None, "synthetic_seed": 0},
+    "frontend": dict(DCASE24_FRONTEND),
+    "model": {"name": "dcase24_baseline", "args": {}},
+    "augment": {
+        "waveform": [{"name": "time_roll", "max_shift_s": 0.125}],
+        "spectrogram": [{"name": "freq_mixstyle", "p": 0.4, "alpha": 0.3}, {"name": "freq_mask", "width": 48}],
+    },
+    "loss": {"name": "cross_entropy", "label_smoothing": 0.0},
+    "optim": {"name": "adamw", "lr": 0.005, "weight_decay": 1e-4},
+    "schedule": {"name": "cosine_warmup", "warmup_steps": 2000, "min_lr_ratio": 0.0},
+    "trainer": {"epochs": 150, "batch_size": 256, "eval_batch_size": 256, "devices": 1, "accelerator": "auto",
+                "strategy": "auto", "precision": "32-true", "deterministic": True, "log_every_n_steps": 10},
+}
+
+# The main job on the built-in synthetic set: a few epochs, a batch that suits a laptop CPU.
+QUICKSTART: dict = {"trainer": {"epochs": 6, "batch_size": 64}, "schedule": {"warmup_steps": 100}}
+
+
+def merge(base: dict, update: dict, path: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (update or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value, f"{path}{key}.")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise TinyAscError(f"{path}: config file does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise TinyAscError(f"{path}: invalid YAML{line}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TinyAscError(f"{path}: a config must be a mapping of sections (data, model, trainer, ...)")
+    unknown = set(data) - set(DEFAULTS) - {"description"}
+    if unknown:
+        raise TinyAscError(f"{path}: unknown config section(s) {', '.join(sorted(unknown))}; "
+                           f"known: {', '.join(DEFAULTS)}")
+    return data
+
+
+def parse_override(text: str) -> dict:
+    """``trainer.epochs=2`` -> {"trainer": {"epochs": 2}}; the value is parsed as YAML."""
+    if "=" not in text:
+        raise TinyAscError(f"override {text!r}: expected KEY=VALUE, e.g. trainer.epochs=2")
+    key, value = text.split("=", 1)
+    parts = key.strip().split(".")
+    if parts[0] not in DEFAULTS:
+        raise TinyAscError(f"override {text!r}: unknown section {parts[0]!r}; known: {', '.join(DEFAULTS)}")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = value
+    out: dict = {}
+    node = out
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = parsed
+    return out
+
+
+def resolve(config_file: str | Path | None = None, overrides: list[dict] | None = None,
+            base: dict | None = None) -> dict:
+    config = copy.deepcopy(base or DEFAULTS)
+    if config_file:
+        config = merge(config, load_yaml(config_file))
+    for update in overrides or []:
+        config = merge(config, update)
+    return config
+
+
+def save(config: dict, path: str | Path) -> None:
+    """Write atomically, so an interrupted save never leaves half a config."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)

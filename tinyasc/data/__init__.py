@@ -1,0 +1,1 @@
+"""Datasets: TAU-layout folders, split lists, the synthetic scene set, and the waveform cache."""

@@ -1,0 +1,118 @@
+"""Lightning data module: files, splits, the waveform cache and loaders.
+
+Batches are fetched whole from the memory-mapped cache (``__getitems__``), so loading a batch is
+one sorted fancy-index read, not a Python loop over clips. Batches are (waves [B, samples] float32,
+labels [B], device ids [B], clip ids [B]).
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from tinyasc.data.cache import load_or_build
+from tinyasc.data.tau import Clip, TauFolder
+from tinyasc.errors import TinyAscError
+
+
+class WaveSet(Dataset):
+    def __init__(self, waves: np.ndarray, labels: np.ndarray, devices: np.ndarray, rows: np.ndarray):
+        self.waves, self.labels, self.devices, self.rows = waves, labels, devices, rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.__getitems__([i])
+
+    def __getitems__(self, indices):
+        order = np.sort(np.asarray(indices))  # sorted reads are sequential on disk
+        rows = self.rows[order]
+        waves = torch.from_numpy(np.asarray(self.waves[rows], dtype=np.float32))
+        return (waves, torch.from_numpy(self.labels[rows]), torch.from_numpy(self.devices[rows]),
+                torch.from_numpy(rows))
+
+
+def _batched(batch):
+    return batch  # __getitems__ already returns a whole batch
+
+
+def holdout_recordings(clips: list[Clip], fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of clips whose recording (identifier) is held out for validation."""
+    if fraction <= 0:
+        return np.zeros(len(clips), dtype=bool)
+    def score(identifier):  # stable across runs and machines, unlike hash()
+        return int(hashlib.md5(f"{seed}:{identifier}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return np.array([score(c.identifier) < fraction for c in clips])
+
+
+class SceneDataModule(L.LightningDataModule):
+    def __init__(self, data_dir: str | Path, split: int | str = 100, sample_rate: int = 32000,
+                 duration: float = 1.0, batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
+                 val_fraction: float = 0.1, seed: int = 0, cache_dir: str | None = None,
+                 cache_dtype: str = "float16", skip_bad_files: bool = False, progress: bool = True):
+        super().__init__()
+        self.folder = TauFolder(data_dir)
+        self.split, self.sample_rate, self.duration = split, sample_rate, duration
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.val_fraction, self.seed = val_fraction, seed
+        self.cache_dir, self.cache_dtype = cache_dir, cache_dtype
+        self.skip_bad_files, self.progress = skip_bad_files, progress
+        self.classes = self.folder.classes
+        self.devices = self.folder.devices
+        self.sets: dict[str, WaveSet] = {}
+        self.clips: dict[str, list[Clip]] = {}
+        self.left_out: dict[str, str] = {}
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.duration * self.sample_rate))
+
+    def _build(self, clips: list[Clip], source: str) -> tuple[WaveSet, list[Clip]]:
+        self.folder.check_files_exist(clips, source)
+        cache = load_or_build([self.folder.path(c.filename) for c in clips], self.sample_rate, self.n_samples,
+                              self.cache_dir, self.cache_dtype, self.skip_bad_files, progress=self.progress)
+        keep = np.array([str(self.folder.path(c.filename)) not in cache.bad for c in clips])
+        if cache.bad:
+            self.left_out.update(cache.bad)
+            warnings.warn(f"{source}: left out {len(cache.bad)} unusable file(s) of {len(clips)}")
+        labels = np.array([self.classes.index(c.label) for c in clips], dtype=np.int64)
+        devices = np.array([self.devices.index(c.device) for c in clips], dtype=np.int64)
+        rows = np.flatnonzero(keep)
+        return WaveSet(cache.waves, labels, devices, rows), clips
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.sets:
+            return
+        if stage in (None, "fit", "validate"):
+            split_path, _ = self.folder.split_file(self.split)
+            clips = self.folder.split(self.split)
+            full, _ = self._build(clips, split_path.name)
+            held = holdout_recordings(clips, self.val_fraction, self.seed)[full.rows]
+            self.sets["train"] = WaveSet(full.waves, full.labels, full.devices, full.rows[~held])
+            self.sets["val"] = WaveSet(full.waves, full.labels, full.devices, full.rows[held])
+            self.clips["train"] = clips
+            if len(self.sets["train"]) == 0:
+                raise TinyAscError(f"{split_path}: no training clips left after holding out validation recordings")
+        test_path, _ = self.folder.test_file()
+        self.sets["test"], self.clips["test"] = self._build(self.folder.test(), test_path.name)
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.sets[name], batch_size=self.batch_size if shuffle else self.eval_batch_size,
+                          shuffle=shuffle, generator=generator, collate_fn=_batched,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("val", shuffle=False) if len(self.sets.get("val", [])) else []
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,155 @@
+"""Folders in TAU Urban Acoustic Scenes layout.
+
+``meta.csv`` (TAB-separated: filename, scene_label, optional identifier and source_label) lists
+every clip; split files list the clips of a training split and of the test set. Classes are read
+from the data, sorted, so any labels work. Everything is validated here, once, where it enters:
+a problem raises TinyAscError naming the file and the row.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from tinyasc.errors import TinyAscError
+
+TAU_DEVICES_SEEN = ("a", "b", "c", "s1", "s2", "s3")
+TAU_DEVICES_UNSEEN = ("s4", "s5", "s6")
+SHIPPED_SPLITS = (5, 10, 25, 50)
+
+
+@dataclass(frozen=True)
+class Clip:
+    filename: str
+    label: str
+    identifier: str
+    device: str
+
+
+def _read_tsv(path: Path, required: tuple[str, ...], text: str | None = None) -> list[dict]:
+    if text is None:
+        if not path.is_file():
+            raise TinyAscError(f"{path}: file does not exist")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TinyAscError(f"{path}: cannot read ({exc})") from None
+    rows = list(csv.reader(io.StringIO(text), delimiter="\t"))
+    if not rows:
+        raise TinyAscError(f"{path}: file is empty")
+    header = [h.strip() for h in rows[0]]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise TinyAscError(f"{path}: missing column(s) {', '.join(missing)}; expected TAB-separated columns "
+                           f"{', '.join(required)} (found: {', '.join(header) or 'none'})")
+    records = []
+    for line_no, row in enumerate(rows[1:], start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise TinyAscError(f"{path}: line {line_no} has {len(row)} TAB-separated fields, expected {len(header)}")
+        records.append(dict(zip(header, (cell.strip() for cell in row))))
+    return records
+
+
+class TauFolder:
+    """A dataset folder in TAU layout: its clips, classes, devices, splits and test set."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise TinyAscError(f"{self.root}: data folder does not exist")
+        meta_path = self.root / "meta.csv"
+        self.clips: dict[str, Clip] = {}
+        for rec in _read_tsv(meta_path, ("filename", "scene_label")):
+            name = rec["filename"]
+            self._check_inside(meta_path, name)
+            if not rec["scene_label"]:
+                raise TinyAscError(f"{meta_path}: {name} has an empty scene_label")
+            self.clips[name] = Clip(name, rec["scene_label"], rec.get("identifier") or name,
+                                    rec.get("source_label") or "unknown")
+        if not self.clips:
+            raise TinyAscError(f"{meta_path}: lists no clips")
+        self.classes = sorted({c.label for c in self.clips.values()})
+
+    def _check_inside(self, source: Path, name: str) -> None:
+        root = self.root.resolve()
+        target = (root / name).resolve()
+        if Path(name).is_absolute() or not target.is_relative_to(root):
+            raise TinyAscError(f"{source}: path {name!r} escapes the dataset folder")
+
+    def path(self, filename: str) -> Path:
+        return self.root / filename
+
+    @property
+    def devices(self) -> list[str]:
+        return sorted({c.device for c in self.clips.values()})
+
+    def split_file(self, split: int | str) -> tuple[Path, str | None]:
+        """Where the list for ``split`` comes from: (path, shipped text or None)."""
+        own = self.root / f"split{split}.csv"
+        if own.is_file():
+            return own, None
+        if str(split) == "100":
+            return self.root / "evaluation_setup" / "fold1_train.csv", None
+        if int(split) in SHIPPED_SPLITS and self.looks_like_tau22():
+            return Path(f"<tinyasc>/split{split}.csv"), _shipped(f"split{split}.csv")
+        raise TinyAscError(f"{own}: split file does not exist (and this folder is not TAU22, for which tinyasc "
+                           f"ships the DCASE 2024 splits {', '.join(map(str, SHIPPED_SPLITS))})")
+
+    def test_file(self) -> tuple[Path, str | None]:
+        own = self.root / "test.csv"
+        if own.is_file():
+            return own, None
+        fold = self.root / "evaluation_setup" / "fold1_evaluate.csv"
+        if fold.is_file():
+            return fold, None
+        if self.looks_like_tau22():
+            return Path("<tinyasc>/test.csv"), _shipped("test.csv")
+        raise TinyAscError(f"{own}: test list does not exist (nor evaluation_setup/fold1_evaluate.csv)")
+
+    def looks_like_tau22(self) -> bool:
+        return "audio/airport-lisbon-1000-40000-0-a.wav" in self.clips
+
+    def read_list(self, path: Path, text: str | None = None) -> list[Clip]:
+        """Clips of a split/test list, checked against meta.csv (unknown files and label mismatches)."""
+        records = _read_tsv(path, ("filename",), text)
+        unknown = [r["filename"] for r in records if r["filename"] not in self.clips]
+        if unknown:
+            raise TinyAscError(f"{path}: {len(unknown)} file(s) not listed in meta.csv, e.g. {unknown[0]}")
+        for r in records:
+            label = r.get("scene_label")
+            if label and label != self.clips[r["filename"]].label:
+                raise TinyAscError(f"{path}: {r['filename']} is labelled {label!r} but meta.csv says "
+                                   f"{self.clips[r['filename']].label!r}")
+        if not records:
+            raise TinyAscError(f"{path}: lists no clips")
+        return [self.clips[r["filename"]] for r in records]
+
+    def split(self, split: int | str) -> list[Clip]:
+        return self.read_list(*self.split_file(split))
+
+    def test(self) -> list[Clip]:
+        return self.read_list(*self.test_file())
+
+    def check_files_exist(self, clips: list[Clip], source: str = "meta.csv") -> None:
+        missing = [c.filename for c in clips if not self.path(c.filename).is_file()]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise TinyAscError(f"{self.root / source}: lists {missing[0]} but the file does not exist{more}")
+
+
+def _shipped(name: str) -> str:
+    data = resources.files("tinyasc.data").joinpath("splits", name + ".gz").read_bytes()
+    return gzip.decompress(data).decode("utf-8")
+
+
+def device_group(device: str) -> str | None:
+    if device in TAU_DEVICES_SEEN:
+        return "seen"
+    if device in TAU_DEVICES_UNSEEN:
+        return "unseen"
+    return None

@@ -1,0 +1,1 @@
+"""Deployment: prediction on audio files (export and submission files build on it)."""

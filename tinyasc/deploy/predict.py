@@ -1,0 +1,34 @@
+"""Scene prediction for audio files of any length, rate and channel count.
+
+A file is decoded and resampled like the training data, cut into consecutive windows of the
+model's clip duration (the last one zero-padded), and the window logits are averaged.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinyasc.audio.io import fit_length, load_audio
+
+
+def windows(wave: np.ndarray, n_samples: int) -> np.ndarray:
+    count = max(1, int(np.ceil(len(wave) / n_samples)))
+    return fit_length(wave, count * n_samples).reshape(count, n_samples)
+
+
+@torch.no_grad()
+def predict_files(module, files: list[str | Path], batch_size: int = 64) -> list[dict]:
+    module.eval()
+    sample_rate = module.config["frontend"]["sample_rate"]
+    n_samples = int(round(module.config["data"]["duration"] * sample_rate))
+    results = []
+    for path in files:
+        chunks = torch.from_numpy(windows(load_audio(path, sample_rate), n_samples))
+        logits = torch.cat([module(chunks[i:i + batch_size]) for i in range(0, len(chunks), batch_size)])
+        probs = torch.softmax(logits.mean(0), 0).numpy()
+        results.append({"file": str(path), "scene_label": module.classes[int(probs.argmax())],
+                        "windows": len(chunks),
+                        "probabilities": {c: round(float(p), 6) for c, p in zip(module.classes, probs)}})
+    return results

@@ -1,0 +1,1 @@
+"""Evaluation as DCASE reports it: macro class-wise accuracy, log loss, per class and per device."""

@@ -1,0 +1,1 @@
+"""Training: the LightningModule, losses, optimisers and schedules, and the run orchestration."""

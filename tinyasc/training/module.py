@@ -1,0 +1,88 @@
+"""The LightningModule: front end, augmentations, model, loss and optimisation in one place.
+
+The front end is an nn.Module inside the LightningModule, so features are computed on the training
+device. Validation and test outputs are gathered across processes and de-duplicated by clip id
+(DistributedSampler pads ranks with repeated clips), so metrics count every clip exactly once.
+"""
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+
+from tinyasc.audio.features import MelFrontEnd
+from tinyasc.augment import build_augmentations
+from tinyasc.evaluation.metrics import compute_metrics
+from tinyasc.models import create_model
+from tinyasc.training.losses import build_loss
+from tinyasc.training.optim import build_optimizer, build_schedule
+
+
+class SceneClassifier(L.LightningModule):
+    def __init__(self, config: dict, classes: list[str], devices: list[str]):
+        super().__init__()
+        self.save_hyperparameters({"config": config, "classes": list(classes), "devices": list(devices)})
+        self.config, self.classes, self.device_names = config, list(classes), list(devices)
+        self.frontend = MelFrontEnd(**config["frontend"])
+        model_cfg = config["model"]
+        self.model = create_model(model_cfg["name"], n_classes=len(classes), in_channels=self.frontend.out_channels,
+                                  **(model_cfg.get("args") or {}))
+        sample_rate = config["frontend"]["sample_rate"]
+        self.wave_augment = build_augmentations(config["augment"].get("waveform"), "waveform", sample_rate=sample_rate)
+        self.spec_augment = build_augmentations(config["augment"].get("spectrogram"), "spectrogram",
+                                                sample_rate=sample_rate)
+        self.loss_fn = build_loss(config["loss"])
+        self._outputs: dict[str, list] = {"val": [], "test": []}
+        self.test_results: dict | None = None
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.model(self.frontend(wave))
+
+    def training_step(self, batch, batch_idx):
+        wave, labels = batch[0], batch[1]
+        feats = self.spec_augment(self.frontend(self.wave_augment(wave)))
+        logits = self.model(feats)
+        loss = self.loss_fn(logits, labels)
+        acc = (logits.argmax(1) == labels).float().mean()
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels))
+        self.log("train/acc", acc, prog_bar=False, on_step=False, on_epoch=True, batch_size=len(labels))
+        return loss
+
+    def _collect(self, stage: str, batch):
+        wave, labels, devices, ids = batch
+        self._outputs[stage].append((self(wave).float(), labels, devices, ids))
+
+    def validation_step(self, batch, batch_idx):
+        self._collect("val", batch)
+
+    def test_step(self, batch, batch_idx):
+        self._collect("test", batch)
+
+    def _gather(self, stage: str):
+        logits, labels, devices, ids = (torch.cat(t) for t in zip(*self._outputs[stage]))
+        self._outputs[stage] = []
+        if self.trainer.world_size > 1:
+            logits, labels, devices, ids = (self.all_gather(t).flatten(0, 1) for t in (logits, labels, devices, ids))
+        ids_np = ids.cpu().numpy()
+        _, first = np.unique(ids_np, return_index=True)
+        probs = torch.softmax(logits, 1).cpu().numpy()[first]
+        return probs, labels.cpu().numpy()[first], devices.cpu().numpy()[first], ids_np[first]
+
+    def on_validation_epoch_end(self):
+        if not self._outputs["val"]:
+            return
+        probs, labels, devices, _ = self._gather("val")
+        m = compute_metrics(probs, labels, devices, self.classes, self.device_names)
+        self.log_dict({"val/macro_acc": m["macro_accuracy"], "val/acc": m["accuracy"], "val/loss": m["log_loss"]},
+                      prog_bar=True, sync_dist=False, rank_zero_only=False)
+
+    def on_test_epoch_end(self):
+        probs, labels, devices, ids = self._gather("test")
+        self.test_results = {"probs": probs, "labels": labels, "devices": devices, "ids": ids,
+                             "metrics": compute_metrics(probs, labels, devices, self.classes, self.device_names)}
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.parameters(), self.config["optim"])
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
+        return {"optimizer": optimizer, "lr_scheduler": build_schedule(optimizer, self.config["schedule"], total, per_epoch)}

@@ -1,0 +1,131 @@
+"""Orchestration: resolve the dataset, build module and trainer, train, evaluate, write the run folder.
+
+A run folder holds ``config.yaml`` (the resolved config, seed included), ``checkpoints/`` (``last.ckpt``
+and ``best.ckpt``), ``logs/`` (CSV and TensorBoard), ``metrics.json``, ``confusion_matrix.png`` and
+``learning_curves.png``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from tinyasc import config as cfgmod
+from tinyasc.data.cache import default_cache_root
+from tinyasc.data.datamodule import SceneDataModule
+from tinyasc.errors import TinyAscError
+from tinyasc.training.checkpoints import AtomicCheckpointIO, load_checkpoint
+from tinyasc.training.module import SceneClassifier
+
+
+def quiet_lightning() -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*treespec.*", ".*TensorBoard.*",
+                    ".*tensorboardX.*", ".*Checkpoint directory.*exists and is not empty.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def synthetic_dir(clips: int | None, seed: int, progress: bool = True) -> Path:
+    """The built-in synthetic dataset, generated once into the cache folder."""
+    from tinyasc.data import synthetic
+
+    clips = clips or synthetic.DEFAULT_CLIPS
+    folder = default_cache_root() / "synthetic" / f"v{synthetic.VERSION}-clips{clips}-seed{seed}"
+    if not (folder / "meta.csv").is_file():
+        print(f"Generating the synthetic scene dataset ({clips} clips) in {folder}")
+        synthetic.synthesize(folder, n_clips=clips, seed=seed, progress=progress)
+    return folder
+
+
+def make_datamodule(config: dict, data_dir: str | Path | None = None, progress: bool = True) -> SceneDataModule:
+    d = config["data"]
+    data_dir = data_dir or d.get("dir") or synthetic_dir(d.get("synthetic_clips"), d.get("synthetic_seed", 0), progress)
+    t = config["trainer"]
+    return SceneDataModule(data_dir, split=d["split"], sample_rate=config["frontend"]["sample_rate"],
+                           duration=d["duration"], batch_size=t["batch_size"], eval_batch_size=t["eval_batch_size"],
+                           num_workers=d["num_workers"], val_fraction=d["val_fraction"], seed=config["seed"],
+                           cache_dir=d.get("cache_dir"), cache_dtype=d["cache_dtype"],
+                           skip_bad_files=d["skip_bad_files"], progress=progress)
+
+
+def make_trainer(config: dict, run_dir: Path | None, progress: bool = True, fit: bool = True,
+                 has_val: bool = True) -> L.Trainer:
+    t = config["trainer"]
+    kwargs = dict(accelerator=t["accelerator"], devices=t["devices"] if fit else 1,
+                  strategy=t["strategy"] if fit else "auto", precision=t["precision"],
+                  deterministic=t["deterministic"], enable_progress_bar=progress, enable_model_summary=False,
+                  plugins=[AtomicCheckpointIO()])
+    if not fit:
+        return L.Trainer(logger=False, **kwargs)
+    callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/macro_acc",
+                                 mode="max", save_last=True, enable_version_counter=False)
+                 if has_val else ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0),
+                 LearningRateMonitor(logging_interval="step")]
+    if progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=5))
+    loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="logs", version="tb")]
+    return L.Trainer(max_epochs=t["epochs"], callbacks=callbacks, logger=loggers, num_sanity_val_steps=0,
+                     log_every_n_steps=t["log_every_n_steps"], limit_val_batches=1.0 if has_val else 0, **kwargs)
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
+    """Checks before anything is written; returns the checkpoint to resume from."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise TinyAscError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
+        load_checkpoint(last)  # fails cleanly on a damaged checkpoint before training starts
+        return last
+    if (run_dir / "checkpoints").exists() or (run_dir / "config.yaml").exists():
+        raise TinyAscError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
+    return None
+
+
+def train(config: dict, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    quiet_lightning()
+    run_dir = Path(run_dir)
+    ckpt_path = prepare_run_dir(run_dir, resume)
+    L.seed_everything(config["seed"], workers=True, verbose=False)
+    dm = make_datamodule(config, progress=progress)
+    dm.setup("fit")
+    has_val = len(dm.sets["val"]) > 0
+    module = SceneClassifier(config, dm.classes, dm.devices)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfgmod.save(config, run_dir / "config.yaml")
+    trainer = make_trainer(config, run_dir, progress, fit=True, has_val=has_val)
+    start = time.time()
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    train_seconds = time.time() - start
+    if trainer.global_rank != 0:
+        return {}
+    ckpt = run_dir / "checkpoints" / ("best.ckpt" if has_val else "last.ckpt")
+    from tinyasc.evaluation.evaluate import evaluate
+
+    result = evaluate(ckpt, progress=progress, datamodule=dm)
+    result["train_seconds"] = round(train_seconds, 1)
+    result["left_out_files"] = len(dm.left_out)
+    write_json(result, run_dir / "metrics.json")
+    from tinyasc.evaluation.plots import plot_learning_curves
+
+    plot_learning_curves(run_dir / "logs" / "metrics.csv", run_dir / "learning_curves.png")
+    return result
+
+
+def write_json(data: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def torch_threads() -> None:
+    # Lightning leaves torch at its default; on small CPUs one thread per core is fastest.
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
