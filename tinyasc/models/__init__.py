@@ -2,5 +2,7 @@
 from tinyasc.models.registry import ModelSpec, create_model, get_spec, list_models, register_model
 
 from tinyasc.models import cp_mobile  # noqa: F401,E402  (registers dcase24_baseline, cp_mobile)
+from tinyasc.models import cp_resnet  # noqa: F401,E402  (registers cp_resnet59)
+from tinyasc.models import moflenet  # noqa: F401,E402  (registers moflenet57)
 
 __all__ = ["ModelSpec", "create_model", "get_spec", "list_models", "register_model"]

@@ -1,28 +1,36 @@
-"""CP-Mobile family: the DCASE 2024 Task 1 baseline and the DCASE 2023 CP-Mobile with GRN.
+"""CP-Mobile family: the DCASE 2024 Task 1 baseline, the DCASE 2023 CP-Mobile with GRN, and report
+004's baseline variant.
 
 The network is a stem of two strided 3x3 convs, three stages of inverted-bottleneck blocks, and a
-1x1 conv + BN + global average pool head. The stage table below is the baseline's; the 2023
-CP-Mobile differs by width (multiplier 2.3, expansion 3) and a GRN after every block.
+1x1 conv + BN + global average pool head. The variants differ only in the literal configs below:
+width, expansion, which blocks downsample, and whether a GRN follows every block.
 """
 from __future__ import annotations
 
 from torch import nn
 
+from tinyasc.errors import TinyAscError
 from tinyasc.models.blocks import ConvNormAct, InvertedBottleneck, make_divisible
 from tinyasc.models.registry import register_model
 
-# DCASE 2024 baseline (report 004's starting point): blocks per stage, and the strides of the
-# blocks that downsample, numbered over the whole network (b1..b6) as in the baseline code.
+# DCASE 2024 baseline: blocks per stage, and the strides (F, T) of the blocks that downsample,
+# numbered over the whole network (b1..b6) as in the baseline code.
 BASELINE = dict(base_channels=32, channels_multiplier=1.8, expansion_rate=2.1,
                 n_blocks=(3, 2, 1), strides={2: (1, 1), 3: (1, 2), 4: (2, 1)})
+# DCASE 2023 CP-Mobile (CP-JKU code): wider, GRN after every block, and its own stride schedule,
+# which downsamples earlier (b2 in both axes) and so costs less per channel than the 2024 schedule.
 CP_MOBILE_2023 = dict(base_channels=32, channels_multiplier=2.3, expansion_rate=3.0,
-                      n_blocks=(3, 2, 1), strides={2: (1, 1), 3: (1, 2), 4: (2, 1)}, use_grn=True)
+                      n_blocks=(3, 2, 1), strides={2: (2, 2), 4: (2, 1)}, use_grn=True)
+# Report 004 (UniSA): the baseline "adapted from" the CP-Mobile paper, i.e. with its scalar GRN,
+# the only option that gives the report's 119.5 kB (= KiB) at fp16 with the baseline's MACs.
+UNISA_2024 = dict(BASELINE, use_grn=True)
 
 
 class CPMobile(nn.Module):
     def __init__(self, n_classes: int = 10, in_channels: int = 1, base_channels: int = 32,
                  channels_multiplier: float = 1.8, expansion_rate: float = 2.1, n_blocks=(3, 2, 1),
-                 strides: dict | None = None, use_grn: bool = False, stem_channels: int | None = None):
+                 strides: dict | None = None, use_grn: bool = False, stem_channels: int | None = None,
+                 expand_groups: int = 1):
         super().__init__()
         strides = dict(BASELINE["strides"] if strides is None else strides)
         strides = {int(k): tuple(v) if isinstance(v, (list, tuple)) else v for k, v in strides.items()}
@@ -36,8 +44,13 @@ class CPMobile(nn.Module):
         for cout, repeats in zip(stage_channels, n_blocks):
             for _ in range(repeats):
                 index += 1
+                hidden = make_divisible(cin * expansion_rate, 8)
+                if cin % expand_groups or hidden % expand_groups:
+                    raise TinyAscError(f"CPMobile: expand_groups={expand_groups} does not divide the {cin} -> "
+                                       f"{hidden} channels of block b{index}")
                 blocks.append(InvertedBottleneck(cin, cout, expansion_rate=expansion_rate,
-                                                 stride=strides.get(index, 1), use_grn=use_grn))
+                                                 stride=strides.get(index, 1), use_grn=use_grn,
+                                                 expand_groups=expand_groups))
                 cin = cout
         self.stages = nn.Sequential(*blocks)
         self.head = nn.Sequential(
@@ -76,3 +89,13 @@ def dcase24_baseline(n_classes: int = 10, in_channels: int = 1, **cfg) -> CPMobi
                 report_params=126_952, report_macs=31_680_000, frontend=DCASE24_FRONTEND)
 def cp_mobile(n_classes: int = 10, in_channels: int = 1, **cfg) -> CPMobile:
     return CPMobile(n_classes=n_classes, in_channels=in_channels, **{**CP_MOBILE_2023, **cfg})
+
+
+# Report 004 gives a size, not a count: 119.5 kB at fp16 (2 bytes each), read as KiB -> 61,184
+# parameters (+-26 from the rounding); MACs "29.43 M" on its 256 x 68 input (hop 472).
+@register_model("dcase24_baseline_unisa", input_shape=(1, 256, 68), report="004",
+                title="MobileNet variant of the DCASE 2024 baseline with GRN (UniSA, hop 472)",
+                report_params=61_184, report_macs=29_430_000,
+                frontend=dict(DCASE24_FRONTEND, hop_length=472))
+def dcase24_baseline_unisa(n_classes: int = 10, in_channels: int = 1, **cfg) -> CPMobile:
+    return CPMobile(n_classes=n_classes, in_channels=in_channels, **{**UNISA_2024, **cfg})

@@ -1,0 +1,26 @@
+"""MofleNet (report 001): CP-Mobile whose 1x1 expansion is grouped (g = 2) and followed by a channel
+shuffle, so the two halves still mix before the depthwise conv (ShuffleNet's remedy)."""
+from __future__ import annotations
+
+from tinyasc.models.bn_fold import folded_counts
+from tinyasc.models.cp_mobile import CPMobile
+from tinyasc.models.registry import register_model
+
+# Table 2 of report 001 (F x T x C after each block, input 256 x 64; stem 2x2, 2x2 -> 64 x 16 x 32):
+#   b1 S 1x1 -> 64 x 16 x 32    b2 D 2x2 -> 32 x 8 x 32    b3 D 2x1 -> 16 x 8 x 32
+#   b4 T 2x1 -> 8 x 8 x 56      b5 S 1x1 -> 8 x 8 x 56     b6 T 1x1 -> 8 x 8 x 104
+# b3 is the block the report turned from S into D; widths 32 * 1.8**stage, expansion 2.6.
+MOFLENET57 = dict(base_channels=32, channels_multiplier=1.8, expansion_rate=2.6, n_blocks=(3, 2, 1),
+                  strides={2: (2, 2), 3: (2, 1), 4: (2, 1)}, use_grn=True, expand_groups=2)
+
+
+# Report 001: 32 kHz, 96 ms window, 16 ms hop (512 samples), 256 mels up to 16 kHz. That front end
+# gives 63 frames; the table prints 64. Both give the same counts (the stride-2 stem maps each to 32).
+@register_model("moflenet57", input_shape=(1, 256, 64), report="001",
+                title="MofleNet57 (NTU/Panasonic, ensemble member)",
+                report_params=59_000, report_macs=13_400_000, param_tolerance=0.05, mac_tolerance=0.05,
+                counting="bn_fused", report_counter=folded_counts,
+                frontend=dict(sample_rate=32000, n_fft=4096, win_length=3072, hop_length=512, n_mels=256,
+                              fmin=0, fmax=16000))
+def moflenet57(n_classes: int = 10, in_channels: int = 1, **cfg) -> CPMobile:
+    return CPMobile(n_classes=n_classes, in_channels=in_channels, **{**MOFLENET57, **cfg})
