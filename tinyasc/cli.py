@@ -32,6 +32,8 @@ def _add_train(sub):
     p.add_argument("--batch-size", type=int)
     p.add_argument("--out", help="run folder (default runs/<model>-<date>-<time>)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="train N runs with seeds seed, seed+1, ... into --out/seed<k>; report mean and std")
     p.add_argument("--devices", help="number of devices (GPUs or CPU processes) for Lightning, or 'auto'")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--skip-bad-files", action="store_true", help="leave unusable audio files out instead of stopping")
@@ -87,6 +89,8 @@ def cmd_train(args) -> int:
     overrides = []
     if args.resume and not args.out:
         raise TinyAscError("--resume needs --out RUN_FOLDER (the run to continue)")
+    if args.seeds < 1 or (args.seeds > 1 and args.resume):
+        raise TinyAscError(f"--seeds {args.seeds}: give N >= 1, and resume one seed's run with --out RUN/seed<k>")
     base = None
     if args.resume:
         base = cfgmod.load_yaml(Path(args.out) / "config.yaml")
@@ -104,9 +108,35 @@ def cmd_train(args) -> int:
     if args.model:
         config["model"]["args"] = {}
     out = Path(args.out or f"runs/{config['model']['name']}-{datetime.now():%Y%m%d-%H%M%S}")
+    if args.seeds > 1:
+        return train_seeds(config, out, args.seeds, progress=not args.no_progress)
     result = train(config, out, resume=args.resume, progress=not args.no_progress)
     if result:
         print(results_table(result, out))
+    return 0
+
+
+def train_seeds(config: dict, out: Path, n_seeds: int, progress: bool = True) -> int:
+    """One run per seed in out/seed<k>, then mean and std (over seeds) of the test metrics in out/seeds.json."""
+    import numpy as np
+
+    from tinyasc.training.run import train, write_json
+
+    seeds = [config["seed"] + k for k in range(n_seeds)]
+    results = [train(dict(config, seed=seed), out / f"seed{seed}", progress=progress) for seed in seeds]
+    if not all(results):
+        return 0  # not the main process of a multi-device run
+    metrics = {"macro_accuracy": [r["macro_accuracy"] for r in results], "accuracy": [r["accuracy"] for r in results],
+               "log_loss": [r["log_loss"] for r in results]}
+    for group in results[0].get("device_groups", {}):
+        metrics[f"macro_accuracy_{group}"] = [r["device_groups"][group]["macro_accuracy"] for r in results]
+    summary = {name: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)), "runs": v}
+               for name, v in metrics.items()}
+    write_json({"seeds": seeds, **summary}, out / "seeds.json")
+    print(f"\nMean and standard deviation over seeds {', '.join(map(str, seeds))} ({out}/seeds.json)")
+    for name, s in summary.items():
+        fmt = "{:.3f}" if name == "log_loss" else "{:.2%}"
+        print(f"{name:<28} {fmt.format(s['mean']):>9} +- {fmt.format(s['std'])}")
     return 0
 
 

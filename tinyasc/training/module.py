@@ -14,6 +14,7 @@ from tinyasc.audio.features import MelFrontEnd
 from tinyasc.augment import build_augmentations
 from tinyasc.evaluation.metrics import compute_metrics
 from tinyasc.models import create_model
+from tinyasc.training.distill import Teachers
 from tinyasc.training.losses import build_loss
 from tinyasc.training.optim import build_optimizer, build_schedule
 
@@ -27,22 +28,36 @@ class SceneClassifier(L.LightningModule):
         model_cfg = config["model"]
         self.model = create_model(model_cfg["name"], n_classes=len(classes), in_channels=self.frontend.out_channels,
                                   **(model_cfg.get("args") or {}))
-        sample_rate = config["frontend"]["sample_rate"]
-        self.wave_augment = build_augmentations(config["augment"].get("waveform"), "waveform", sample_rate=sample_rate)
-        self.spec_augment = build_augmentations(config["augment"].get("spectrogram"), "spectrogram",
-                                                sample_rate=sample_rate)
+        context = dict(sample_rate=config["frontend"]["sample_rate"], n_classes=len(classes), device_names=devices)
+        self.wave_augment = build_augmentations(config["augment"].get("waveform"), "waveform", **context)
+        self.spec_augment = build_augmentations(config["augment"].get("spectrogram"), "spectrogram", **context)
+        self.mel_augment = build_augmentations(config["augment"].get("frontend"), "frontend", **context)
         self.loss_fn = build_loss(config["loss"])
+        distill = config["loss"].get("distill")
+        self.teachers = Teachers(**distill) if distill else None  # loaded at the first training step
         self._outputs: dict[str, list] = {"val": [], "test": []}
         self.test_results: dict | None = None
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         return self.model(self.frontend(wave))
 
+    def on_train_epoch_start(self):
+        # Augmentation randomness depends only on (seed, epoch, rank), so a resumed run repeats an unbroken one.
+        seed = int(self.config["seed"]) * 100_003 + self.current_epoch * 101 + self.global_rank
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+
     def training_step(self, batch, batch_idx):
-        wave, labels = batch[0], batch[1]
-        feats = self.spec_augment(self.frontend(self.wave_augment(wave)))
+        wave, labels, devices = batch[0], batch[1], batch[2]
+        # Mixup turns the labels into soft targets; the teachers see the same augmented batch.
+        wave, targets = self.wave_augment(wave, labels, devices)
+        feats = self.frontend(wave, mel_fb=self.mel_augment.filterbank(self.frontend))
+        feats, targets = self.spec_augment(feats, targets, devices)
         logits = self.model(feats)
-        loss = self.loss_fn(logits, labels)
+        if self.teachers is None:
+            loss = self.loss_fn(logits, targets)
+        else:
+            loss = self.loss_fn(logits, targets, self.teachers.probs(self, batch, wave, feats))
         acc = (logits.argmax(1) == labels).float().mean()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels))
         self.log("train/acc", acc, prog_bar=False, on_step=False, on_epoch=True, batch_size=len(labels))

@@ -1,7 +1,9 @@
 """Optimisers and learning-rate schedules, built from config entries.
 
 Schedules are per-step multipliers of the optimiser's base learning rate (``LambdaLR`` stepped
-every optimisation step), so a schedule stated in epochs is converted with ``steps_per_epoch``.
+every optimisation step), so a schedule stated in epochs is converted with ``steps_per_epoch``
+(epoch e starts at step e * steps_per_epoch). The one exception is ``reduce_on_plateau``, which
+follows a validation metric and so is stepped by Lightning once per epoch.
 """
 from __future__ import annotations
 
@@ -25,8 +27,16 @@ def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
         raise TinyAscError(f"optimizer {name!r}: bad argument ({exc})") from None
 
 
-def cosine_warmup(total_steps: int, steps_per_epoch: int, warmup_steps: int = 2000, min_lr_ratio: float = 0.0):
-    """Linear warm-up over ``warmup_steps``, then cosine decay to ``min_lr_ratio`` at the last step."""
+def register_optimizer(name: str, cls) -> None:
+    OPTIMIZERS[name] = cls
+
+
+def cosine_warmup(total_steps: int, steps_per_epoch: int, warmup_steps: int = 2000, min_lr_ratio: float = 0.0,
+                  warmup_epochs: float | None = None):
+    """Linear warm-up over ``warmup_steps`` (or ``warmup_epochs``), then cosine decay to ``min_lr_ratio``
+    at the last step."""
+    if warmup_epochs is not None:
+        warmup_steps = int(round(warmup_epochs * steps_per_epoch))
     warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
 
     def factor(step: int) -> float:
@@ -38,7 +48,61 @@ def cosine_warmup(total_steps: int, steps_per_epoch: int, warmup_steps: int = 20
     return factor
 
 
-SCHEDULES = {"cosine_warmup": cosine_warmup, "constant": lambda total_steps, steps_per_epoch: (lambda step: 1.0)}
+def four_phase(total_steps: int, steps_per_epoch: int, warmup_epochs: float = 14, constant_epochs: float = 36,
+               decay_epochs: float = 84, final_factor: float = 0.005):
+    """Seed report 001 (after CP-JKU's exp_warmup_linear_down): exponential warm-up exp(-5 (1 - e/W)^2)
+    over W = ``warmup_epochs``; constant; a linear decrease over ``decay_epochs`` to ``final_factor``;
+    then fine-tuning at ``final_factor`` to the end (Table 3: the fourth phase is what remains)."""
+    decay_start = warmup_epochs + constant_epochs
+
+    def factor(step: int) -> float:
+        epoch = step / steps_per_epoch
+        warm = math.exp(-5.0 * (1 - epoch / warmup_epochs) ** 2) if epoch < warmup_epochs else 1.0
+        if epoch <= decay_start:
+            down = 1.0
+        elif epoch < decay_start + decay_epochs:
+            down = final_factor + (1 - final_factor) * (decay_start + decay_epochs - epoch) / decay_epochs
+        else:
+            down = final_factor
+        return warm * down
+
+    return factor
+
+
+def cosine_restarts(total_steps: int, steps_per_epoch: int, restarts: list[float] = (3, 7, 15, 33),
+                    min_lr_ratio: float = 0.0):
+    """Cosine annealing with warm restarts at the listed epochs (SGDR, Loshchilov & Hutter 2017): each
+    cycle starts at the base learning rate and decays by a half cosine to ``min_lr_ratio`` at the next
+    restart; the last cycle ends with the training."""
+    epochs = total_steps / steps_per_epoch
+    starts = [0.0] + sorted(float(r) for r in restarts if 0 < r < epochs)  # a restart after the end never comes
+    ends = starts[1:] + [epochs]
+
+    def factor(step: int) -> float:
+        epoch = step / steps_per_epoch
+        cycle = max(i for i, start in enumerate(starts) if epoch >= start)
+        progress = min(1.0, (epoch - starts[cycle]) / max(ends[cycle] - starts[cycle], 1e-9))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+SCHEDULES = {"cosine_warmup": cosine_warmup, "four_phase": four_phase, "cosine_restarts": cosine_restarts,
+             "constant": lambda total_steps, steps_per_epoch: (lambda step: 1.0)}
+# Metric-driven schedules: (optimizer, **cfg) -> a Lightning lr_scheduler dict, stepped once per epoch.
+METRIC_SCHEDULES = {}
+
+
+def reduce_on_plateau(optimizer, factor: float = 0.4, patience: int = 3, monitor: str = "val/loss",
+                      mode: str = "min", min_lr: float = 0.0, threshold: float = 1e-4) -> dict:
+    """Seed report 002: multiply the learning rate by ``factor`` when ``monitor`` has not improved for
+    ``patience`` epochs (needs a validation set: data.val_fraction > 0)."""
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=factor, patience=patience,
+                                                           threshold=threshold, min_lr=min_lr)
+    return {"scheduler": scheduler, "interval": "epoch", "frequency": 1, "monitor": monitor, "strict": True}
+
+
+METRIC_SCHEDULES["reduce_on_plateau"] = reduce_on_plateau
 
 
 def register_schedule(name: str, fn) -> None:
@@ -48,10 +112,13 @@ def register_schedule(name: str, fn) -> None:
 def build_schedule(optimizer, cfg: dict, total_steps: int, steps_per_epoch: int) -> dict:
     cfg = dict(cfg)
     name = cfg.pop("name", "cosine_warmup")
-    if name not in SCHEDULES:
-        raise TinyAscError(f"unknown schedule {name!r}; known: {', '.join(sorted(SCHEDULES))}")
+    known = ", ".join(sorted([*SCHEDULES, *METRIC_SCHEDULES]))
+    if name not in SCHEDULES and name not in METRIC_SCHEDULES:
+        raise TinyAscError(f"unknown schedule {name!r}; known: {known}")
     try:
+        if name in METRIC_SCHEDULES:
+            return METRIC_SCHEDULES[name](optimizer, **cfg)
         factor = SCHEDULES[name](total_steps=total_steps, steps_per_epoch=steps_per_epoch, **cfg)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise TinyAscError(f"schedule {name!r}: bad argument ({exc})") from None
     return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
