@@ -1,0 +1,214 @@
+"""Broadcast-residual family (BC-ResNet of report 002, Ghost-BC-Res2Net of report 000) against the
+reports' complexity tables, shapes and the behaviour of the shared blocks."""
+import pytest
+import torch
+from torch import nn
+
+from tinyasc.audio.features import MelFrontEnd
+from tinyasc.complexity import torchinfo_counts
+from tinyasc.errors import TinyAscError
+from tinyasc.models import create_model, get_spec
+from tinyasc.models.bc_res2net import GhostBCRes2Net, GhostModule, Res2NetSplit, bc_res2net_block
+from tinyasc.models.bc_resnet import BCResNet, BroadcastResidualBlock, ResNorm, SubSpectralNorm
+
+# What torchinfo measures the DCASE way on the registered input: any change here is an
+# architecture change and must be deliberate (docs/models/bc_family.md explains each figure).
+DCASE_COUNTS = {
+    "bc_resnet_c40": (85_800, 20_303_060),
+    "bc_resnet_c80": (314_800, 952_573_840),
+    "ghost_bc_res2net": (82_670, 14_604_100),
+}
+MODELS = sorted(DCASE_COUNTS)
+
+
+def _shape(name):
+    return (1, *get_spec(name).input_shape)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_dcase_counts_are_pinned(name):
+    assert torchinfo_counts(create_model(name), _shape(name)) == DCASE_COUNTS[name]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_params_match_report_within_tolerance(name):
+    spec = get_spec(name)
+    params, _ = torchinfo_counts(create_model(name), _shape(name))
+    assert abs(params / spec.report_params - 1) <= spec.param_tolerance, params
+
+
+@pytest.mark.parametrize("name", [
+    "bc_resnet_c40",
+    "ghost_bc_res2net",
+    # Report 002's 998.527 M for the teacher is not reachable with its own table: the parameters
+    # match exactly, the MACs come out 4.6 % lower (docs/models/bc_family.md).
+    pytest.param("bc_resnet_c80", marks=pytest.mark.xfail(strict=True, reason="teacher MACs -4.6 %, see docs")),
+])
+def test_macs_match_report_within_tolerance(name):
+    spec = get_spec(name)
+    _, macs = torchinfo_counts(create_model(name), _shape(name))
+    assert abs(macs / spec.report_macs - 1) <= spec.mac_tolerance, macs
+
+
+def test_report_002_student_blocks_match_tables_5_to_7():
+    model = create_model("bc_resnet_c40")
+    blocks = [m for m in model.stages if isinstance(m, BroadcastResidualBlock)]
+    per_block = [sum(p.numel() for p in b.parameters()) for b in blocks]
+    assert sum(p.numel() for p in model.stem.parameters()) == 2080
+    assert per_block == [5520, 2240, 7080, 4560, 12640, 7680, 19800, 11600, 11600]
+    assert sum(p.numel() for p in model.head.parameters()) == 1000
+    # Table 6 row by row: 1x1 conv, BN, freq-depthwise conv, SubSpectralNorm (S = 4), temporal conv, BN, 1x1.
+    first = blocks[0]
+    rows = [first.transition[0], first.transition[1], first.freq[0], first.freq[1], first.temporal[0],
+            first.temporal[1], first.pointwise]
+    assert [sum(p.numel() for p in m.parameters()) for m in rows] == [3200, 80, 120, 320, 120, 80, 1600]
+
+
+def _map_sizes(model, x):
+    """(F, T, C) after every broadcast-residual block, as the reports print them."""
+    sizes = []
+    for layer in model.stages:
+        x = layer(x)
+        if isinstance(layer, BroadcastResidualBlock):
+            sizes.append((x.shape[2], x.shape[3], x.shape[1]))
+    return sizes
+
+
+@torch.no_grad()
+def test_stage_shapes_follow_the_tables():
+    student = create_model("bc_resnet_c40").eval()
+    teacher = create_model("bc_resnet_c80").eval()
+    ghost = create_model("ghost_bc_res2net").eval()
+    # Table 5 up to its third pool (dropped, see STUDENT_STAGES): 128x22, 64x11, then 32x5.
+    assert _map_sizes(student, student.stem(torch.zeros(1, 1, 256, 44))) == [
+        (128, 22, 40), (128, 22, 40), (64, 11, 60), (64, 11, 60), (32, 5, 80), (32, 5, 80),
+        (32, 5, 100), (32, 5, 100), (32, 5, 100)]
+    assert _map_sizes(teacher, teacher.stem(torch.zeros(1, 1, 256, 44))) == [
+        (256, 44, c) for c in (80, 80, 120, 120, 160, 160, 200, 200, 200)]
+    # Table 2: F/2 x T/2 x C, F/4 x T/4 x 1.5C, F/8 x T/8 x 2C, F/8 x T/8 x 2.5C.
+    assert _map_sizes(ghost, ghost.stem(torch.zeros(1, 1, 256, 32))) == [
+        (128, 16, 40), (128, 16, 40), (64, 8, 60), (64, 8, 60), (32, 4, 80), (32, 4, 80),
+        (32, 4, 100), (32, 4, 100), (32, 4, 100)]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_registered_front_end_gives_the_registered_input(name):
+    spec = get_spec(name)
+    frontend = MelFrontEnd(**spec.frontend)
+    feats = frontend(torch.randn(1, spec.frontend["sample_rate"]))
+    assert tuple(feats.shape[1:]) == spec.input_shape
+    assert torch.isfinite(feats).all()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_one_training_step_changes_weights(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    logits = model(torch.randn(2, *get_spec(name).input_shape))
+    assert logits.shape == (2, 10)
+    loss = nn.functional.cross_entropy(logits, torch.tensor([1, 7]))
+    assert torch.isfinite(loss)
+    loss.backward()
+    optimizer.step()
+    stalled = [n for (n, p), b in zip(model.named_parameters(), before) if torch.equal(p, b)]
+    assert not stalled, stalled
+
+
+def test_bc_resnet_scales_with_its_arguments():
+    shape = _shape("bc_resnet_c40")
+    params, macs = torchinfo_counts(create_model("bc_resnet_c40"), shape)
+    wider = torchinfo_counts(create_model("bc_resnet_c40", width=48), shape)
+    deeper = torchinfo_counts(create_model("bc_resnet_c40", stages=[(1.0, 3, False), (1.5, 2, True),
+                                                                     (2.0, 2, True), (2.5, 4, False)]), shape)
+    table_pools = [(1.0, 2, False), (1.5, 2, True), (2.0, 2, True), (2.5, 3, True)]
+    three_pools = torchinfo_counts(create_model("bc_resnet_c40", stages=table_pools), shape)
+    stride_1 = torchinfo_counts(create_model("bc_resnet_c40", stem_stride=1), shape)
+    assert wider[0] > params and wider[1] > macs
+    assert deeper[0] > params
+    assert three_pools == (params, 18_943_160)  # Table 5's third pool as printed: -7.6 % MACs
+    assert stride_1[0] == params and stride_1[1] > 3 * macs
+
+
+def test_ghost_bc_res2net_scales_with_its_arguments():
+    shape = _shape("ghost_bc_res2net")
+    params, macs = torchinfo_counts(create_model("ghost_bc_res2net"), shape)
+    wider = torchinfo_counts(create_model("ghost_bc_res2net", width=48), shape)
+    no_ghost = torchinfo_counts(create_model("ghost_bc_res2net", ghost={}), shape)
+    all_ghost = torchinfo_counts(create_model("ghost_bc_res2net", ghost={
+        i: ("transition", "pointwise") for i in range(1, 10)}), shape)
+    assert wider[0] > params and wider[1] > macs
+    assert no_ghost == (83_330, 14_615_860)
+    assert all_ghost[0] < params and all_ghost[1] < macs
+    # Widths that do not split into 4 groups go to the nearest multiple of 4 (63 -> 64, 105 -> 104).
+    odd = [m for m in create_model("ghost_bc_res2net", width=42).stages if isinstance(m, BroadcastResidualBlock)]
+    assert [odd[i].pointwise.out_channels for i in (2, 4, 6)] == [64, 84, 104]
+
+
+def test_res_norm_is_lambda_x_plus_per_frequency_instance_norm():
+    x = torch.randn(3, 8, 16, 10) * 5 + 2
+    residual = ResNorm(lam=0.1)(x) - 0.1 * x
+    assert torch.allclose(residual.mean(dim=(1, 3)), torch.zeros(3, 16), atol=1e-5)
+    assert torch.allclose(residual.var(dim=(1, 3), unbiased=False), torch.ones(3, 16), atol=1e-3)
+
+
+def test_sub_spectral_norm_normalises_each_sub_band():
+    ssn = SubSpectralNorm(channels=2, sub_bands=4).train()
+    x = torch.randn(5, 2, 16, 7)
+    x[:, :, 12:] += 10  # only the top sub-band is shifted: one BatchNorm over all of F would not remove it
+    y = ssn(x)
+    band_means = y.reshape(5, 2, 4, 4, 7).mean(dim=(0, 3, 4))
+    assert torch.allclose(band_means, torch.zeros(2, 4), atol=1e-5)
+    with pytest.raises(TinyAscError, match="sub-bands"):
+        ssn(torch.randn(1, 2, 18, 7))
+
+
+@torch.no_grad()
+def test_broadcast_block_adds_identity_and_a_branch_constant_over_frequency():
+    block = BroadcastResidualBlock(4, 4, dropout=0.0).eval()
+    nn.init.zeros_(block.freq[0].weight)  # f2 = 0, so the output is ReLU(x + f1)
+    block.temporal[1].bias.fill_(1.0)  # makes f1 non-zero
+    x = torch.randn(2, 4, 8, 6) + 10  # keeps the final ReLU inactive
+    branch = block(x) - x
+    assert branch.abs().sum() > 0
+    assert torch.allclose(branch, branch[:, :, :1].expand_as(branch))
+    nn.init.zeros_(block.pointwise.weight)
+    assert torch.allclose(block(x), x)  # nothing left but the identity shortcut
+    transition = BroadcastResidualBlock(4, 6).eval()
+    assert transition(x).shape == (2, 6, 8, 6)
+
+
+def test_res2net_split_is_hierarchical():
+    split = Res2NetSplit(8, 4, lambda c: nn.Conv2d(c, c, 1, bias=False)).eval()
+    x = torch.randn(1, 8, 3, 3)
+    y = split(x)
+    assert torch.equal(y[:, :2], x[:, :2])  # group 0 passes unchanged
+    x2 = x.clone()
+    x2[:, 2:4] += 1.0  # change group 1 only: groups 1, 2, 3 change, group 0 does not
+    changed = (split(x2) - y).abs().sum(dim=(0, 2, 3)).reshape(4, 2).sum(1) > 0
+    assert changed.tolist() == [False, True, True, True]
+    with pytest.raises(TinyAscError, match="equal groups"):
+        Res2NetSplit(10, 4, nn.Identity)
+
+
+@torch.no_grad()
+def test_ghost_module_makes_out_channels_from_a_thin_primary_conv():
+    ghost = GhostModule(6, 5, ratio=2).eval()  # primary ceil(5 / 2) = 3 channels, cheap 3 more, keep 5
+    x = torch.randn(2, 6, 4, 4)
+    y = ghost(x)
+    primary = ghost.primary(x)
+    assert y.shape == (2, 5, 4, 4) and primary.shape[1] == 3
+    assert torch.equal(y[:, :3], primary)
+    assert torch.equal(y[:, 3:], ghost.cheap(primary)[:, :2])
+    assert ghost.cheap[0].groups == 3
+    assert sum(p.numel() for p in GhostModule(80, 40).parameters()) < 80 * 40
+
+
+def test_bad_configs_raise_tinyasc_error():
+    with pytest.raises(TinyAscError, match="ghost"):
+        bc_res2net_block(8, 8, ghost=("stem",))
+    with pytest.raises(TinyAscError, match="block"):
+        GhostBCRes2Net(ghost={12: ("pointwise",)})
+    with pytest.raises(TinyAscError, match="width"):
+        BCResNet(width=0)
