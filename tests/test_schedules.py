@@ -97,3 +97,13 @@ def test_unknown_schedule_and_bad_arguments_are_user_errors():
         build_schedule(optimizer, {"name": "four_phase", "warmup": 3}, 100, 10)
     with pytest.raises(TinyAscError, match="bad argument"):
         build_schedule(optimizer, {"name": "reduce_on_plateau", "factor": 2.0}, 100, 10)
+
+
+def test_null_clears_an_argument_inherited_from_the_default_schedule():
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], {"name": "sgd", "lr": 0.1, "weight_decay": None})
+    assert optimizer.param_groups[0]["weight_decay"] == 0
+    inherited = {"warmup_steps": 2000, "min_lr_ratio": 0.0}  # what a merge over DEFAULTS leaves behind
+    with pytest.raises(TinyAscError, match="warmup_steps"):
+        build_schedule(optimizer, {**inherited, "name": "four_phase"}, 100, 10)
+    cleared = {"warmup_steps": None, "min_lr_ratio": None, "name": "four_phase"}
+    assert build_schedule(optimizer, cleared, 100, 10)["interval"] == "step"

@@ -16,8 +16,14 @@ from tinyasc.errors import TinyAscError
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
+def _set_arguments(cfg: dict) -> dict:
+    # A config section merges over the default one, so a schedule other than the default inherits its
+    # arguments; ``key: null`` clears such an argument (the builder's own default applies).
+    return {k: v for k, v in cfg.items() if v is not None}
+
+
 def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
-    cfg = dict(cfg)
+    cfg = _set_arguments(cfg)
     name = cfg.pop("name", "adamw")
     if name not in OPTIMIZERS:
         raise TinyAscError(f"unknown optimizer {name!r}; known: {', '.join(sorted(OPTIMIZERS))}")
@@ -110,7 +116,7 @@ def register_schedule(name: str, fn) -> None:
 
 
 def build_schedule(optimizer, cfg: dict, total_steps: int, steps_per_epoch: int) -> dict:
-    cfg = dict(cfg)
+    cfg = _set_arguments(cfg)
     name = cfg.pop("name", "cosine_warmup")
     known = ", ".join(sorted([*SCHEDULES, *METRIC_SCHEDULES]))
     if name not in SCHEDULES and name not in METRIC_SCHEDULES:
