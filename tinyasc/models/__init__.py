@@ -6,5 +6,8 @@ from tinyasc.models import cp_resnet  # noqa: F401,E402  (registers cp_resnet59)
 from tinyasc.models import moflenet  # noqa: F401,E402  (registers moflenet57)
 from tinyasc.models import bc_resnet  # noqa: F401,E402  (registers bc_resnet_c80, bc_resnet_c40)
 from tinyasc.models import bc_res2net  # noqa: F401,E402  (registers ghost_bc_res2net)
+from tinyasc.models import mobileformer  # noqa: F401,E402  (registers mobileformer_kt)
+from tinyasc.models import dcase22_baseline  # noqa: F401,E402  (registers dcase22_baseline)
+from tinyasc.models import mobilenetv2_ca  # noqa: F401,E402  (registers mobilenetv2_ca)
 
 __all__ = ["ModelSpec", "create_model", "get_spec", "list_models", "register_model"]
