@@ -21,9 +21,9 @@ from tinyasc.models.registry import register_model
 # Row: (out_channels, stride, dw1 expansion, dw2 expansion). The expansions are not in the report:
 # tinyasc chose them to meet its 20,516 params / 0.617 M MACs (docs/models/attention_and_keras.md).
 KT_STAGES = [
-    (12, 2, 2, 1),
-    (18, 2, 2, 1),
-    (24, 2, 4, 1),
+    (12, 2, 1, 1),
+    (18, 2, 3, 2),
+    (24, 2, 3, 1),
 ]
 KT = dict(stages=KT_STAGES, stem_channels=8, token_num=4, token_dim=16, heads=2, groups=2,
           ffn_expansion=2, head_expansion=6, head_hidden=64, head_groups=4)
