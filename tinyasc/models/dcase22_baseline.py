@@ -25,6 +25,8 @@ BASELINE_LAYERS = [
 
 
 class DCASE22Baseline(nn.Module):
+    """``input_size`` (mel bins, frames) of the input fixes the width of the flattened features."""
+
     def __init__(self, n_classes: int = 10, in_channels: int = 1, layers=None, input_size=(40, 51),
                  hidden: int = 100, dropout: float = 0.3):
         super().__init__()
@@ -53,9 +55,9 @@ def tflite_counts(model: nn.Module, input_shape) -> tuple[int, int]:
     max-pools count window size x outputs, everything else 0.
     """
     n_bytes, macs = 0, 0
-    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    for layer in layers:
-        n_bytes += layer.weight.numel() + 4 * layer.weight.shape[0]
+    for layer in model.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            n_bytes += layer.weight.numel() + 4 * layer.weight.shape[0]
 
     def hook(module, args, out):
         nonlocal macs

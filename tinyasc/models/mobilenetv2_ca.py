@@ -1,9 +1,9 @@
 """MobileNetV2 with coordinate attention (UESTC, DCASE 2022; report 002, Tables 2-4).
 
-A Keras model: every conv keeps its bias, and the report's parameter count (110,452) includes
-the BatchNorm moving mean and variance. Three of its BN layers have no scale or offset at all
-(Table 2 lists them at 2 x channels: moving statistics only); here they are
-``BatchNorm2d(affine=False)``. The DCASE way (torchinfo) counts 105,888 parameters.
+A Keras model: its convs keep their bias (all but the last two 1x1 convs), and the report's
+parameter count (110,452) includes the BatchNorm moving mean and variance. Three of its BN layers
+have no scale or offset at all (Table 2 lists them at 2 x channels: moving statistics only); here
+they are ``BatchNorm2d(affine=False)``. The DCASE way (torchinfo) counts 105,888 parameters.
 """
 from __future__ import annotations
 
