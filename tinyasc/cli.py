@@ -7,6 +7,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from tinyasc.deploy.commands import COMMANDS as DEPLOY_COMMANDS, add_parsers
 from tinyasc.errors import TinyAscError
 
 EPILOG = """examples:
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list every registered model with its measured and reported complexity")
     p.add_argument("--json", action="store_true")
+    add_parsers(sub)
     return parser
 
 
@@ -220,7 +222,7 @@ def cmd_models(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "synth": cmd_synth,
-            "complexity": cmd_complexity, "models": cmd_models}
+            "complexity": cmd_complexity, "models": cmd_models, **DEPLOY_COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:

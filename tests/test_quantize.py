@@ -1,0 +1,108 @@
+"""int8 (post-training and QAT) and fp16 compression of a trained run: real int8 weights, true bytes,
+GRN kept float, files without pickled code, float vs compressed evaluation on the same clips."""
+import json
+import pickle
+
+import pytest
+import torch
+
+from conftest import write_tau_folder
+from tinyasc import config as cfgmod
+from tinyasc.compress import artifact
+from tinyasc.compress.quantize_run import quantize_model
+from tinyasc.compress.size import parameter_tensors, stored_sizes
+from tinyasc.deploy.loading import load_predictor
+from tinyasc.errors import TinyAscError
+from tinyasc.models.blocks import GRN
+from tinyasc.training.run import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A 1-epoch baseline with a GRN after every block (report 004's variant): GRN has no int8 kernel."""
+    root = tmp_path_factory.mktemp("quantize")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TINYASC_CACHE", str(root / "cache"))
+        config = cfgmod.resolve(None, [{"data": {"dir": str(write_tau_folder(root / "tau")), "val_fraction": 0.0},
+                                        "model": {"name": "dcase24_baseline", "args": {"use_grn": True}},
+                                        "trainer": {"epochs": 1, "batch_size": 8, "eval_batch_size": 64},
+                                        "schedule": {"warmup_steps": 2}}])
+        train(config, root / "run", progress=False)
+    return root / "run"
+
+
+def test_ptq_holds_int8_weights_and_reports_their_true_bytes(run, tmp_path):
+    info = quantize_model(run, "ptq", out=tmp_path / "ptq.pt", calib_batches=2, progress=False)
+    q = load_predictor(tmp_path / "ptq.pt")
+    weights = {n: t for n, t in parameter_tensors(q.network) if n.endswith(".weight")}
+    convs = [n for n, m in artifact.float_network(q.record).named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sorted(weights) == sorted(f"{n}.weight" for n in convs)  # every conv became an int8 kernel
+    assert all(t.dtype == torch.qint8 for t in weights.values())
+    # Bytes counted by hand: 1 per int8 weight, 4 per float32 value (biases, GRN gamma/beta).
+    by_hand = sum(t.numel() * (1 if t.dtype == torch.qint8 else 4) for _, t in parameter_tensors(q.network))
+    reported = info["compressed"]["complexity"]
+    assert reported["bytes"] == by_hand == stored_sizes(q.network)["bytes"] == q.complexity()["bytes"]
+    assert reported["bytes_by_dtype"]["int8"]["bytes"] == sum(t.numel() for t in weights.values())
+    assert reported["bytes"] < info["float"]["complexity"]["bytes"] / 3
+    assert reported["macs"] == info["float"]["complexity"]["macs"]
+    # GRN has no int8 kernel: it stays a float module and is reported.
+    grns = [n for n, m in q.network.named_modules() if isinstance(m, GRN)]
+    assert len(grns) == 6 and all(f"{n} (GRN)" in info["float_in_int8"] for n in grns)
+    assert info["float"]["n"] == info["compressed"]["n"] == 36
+    # Same clips, close logits: the int8 model is a faithful copy of the float one.
+    waves = torch.randn(4, 32000) * 0.1
+    f = load_predictor(run)
+    assert (f.logits(waves) - q.logits(waves)).abs().max() < 0.1 * f.logits(waves).abs().max() + 0.05
+
+
+def test_qat_finetunes_with_the_report_schedule(run, tmp_path):
+    from tinyasc.compress.finetune import linear_decay
+
+    info = quantize_model(run, "qat", out=tmp_path / "qat.pt", epochs=1, progress=False)
+    assert info["recipe"]["lr"] == 5e-5 and info["recipe"]["schedule"]["decay_epochs"] == pytest.approx(16 / 24)
+    factor = linear_decay(total_steps=240, steps_per_epoch=10, final_ratio=0.1, decay_epochs=16)
+    assert [factor(0), factor(80), factor(160), factor(239)] == pytest.approx([1.0, 0.55, 0.1, 0.1])
+    q = load_predictor(tmp_path / "qat.pt")
+    assert q.precision == "int8" and q.record["mode"] == "qat"
+    assert any(t.dtype == torch.qint8 for _, t in parameter_tensors(q.network))
+    ptq = quantize_model(run, "ptq", out=tmp_path / "ptq.pt", calib_batches=2, progress=False)
+    assert ptq["compressed"]["complexity"]["bytes"] == info["compressed"]["complexity"]["bytes"]
+    assert not torch.equal(q.network.state_dict()["stem.0.0.weight"].int_repr(),  # fine-tuning moved weights
+                           load_predictor(tmp_path / "ptq.pt").network.state_dict()["stem.0.0.weight"].int_repr())
+
+
+def test_fp16_halves_the_bytes_and_keeps_the_outputs(run, tmp_path):
+    info = quantize_model(run, "fp16", out=tmp_path / "half.pt", progress=False)
+    h, f = load_predictor(tmp_path / "half.pt"), load_predictor(run)
+    assert all(t.dtype == torch.float16 for _, t in parameter_tensors(h.network))
+    c = info["compressed"]["complexity"]
+    assert c["bytes"] == 2 * c["params"] == info["float"]["complexity"]["bytes"] // 2
+    waves = torch.randn(3, 32000) * 0.1
+    assert torch.allclose(h.logits(waves), f.logits(waves), atol=2e-2, rtol=1e-2)
+    assert info["compressed"]["log_loss"] == pytest.approx(info["float"]["log_loss"], abs=1e-2)
+
+
+def test_model_files_hold_no_code_and_bad_inputs_fail_cleanly(run, tmp_path):
+    quantize_model(run, "ptq", out=tmp_path / "q.pt", calib_batches=1, progress=False)
+    data = torch.load(tmp_path / "q.pt", weights_only=True)  # plain data + tensors only
+    assert data["format"] == "tinyasc-model" and data["model"]["precision"] == "int8"
+    with pytest.raises(TinyAscError, match="already int8"):
+        quantize_model(tmp_path / "q.pt", "ptq", progress=False)
+    with pytest.raises(TinyAscError, match="--mode"):
+        quantize_model(run, "int4", progress=False)
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"format": "tinyasc-model", "x": pickle.loads}))
+    with pytest.raises(TinyAscError, match="does not unpickle code"):
+        load_predictor(evil)
+
+
+def test_cli_quantize_prints_float_and_int8_side_by_side(run, tmp_path, capsys):
+    from tinyasc.cli import main
+
+    out = tmp_path / "cli.pt"
+    assert main(["quantize", str(run), "--mode", "ptq", "--calib-batches", "1", "--out", str(out),
+                 "--no-progress", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["output"] == str(out) and out.is_file()
+    assert {"macro_accuracy", "log_loss", "complexity"} <= set(info["float"]) & set(info["compressed"])
+    assert main(["quantize", str(tmp_path / "missing"), "--mode", "ptq"]) == 2

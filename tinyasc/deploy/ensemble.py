@@ -1,0 +1,203 @@
+"""Ensembles of trained models: weighted logit averaging and a fitted linear combination.
+
+Averaging (report 001): logits = sum_n w_n z_n with non-negative weights normalised to sum to 1
+(the report's v1 is 0.5/0.5, v2 0.6/0.4). Linear combination (report 003):
+logits = sum_n w_n z_n + b, one free weight per model and one bias per class, fitted by minimising
+cross-entropy on held-out clips. Each member keeps its own front end, so members with different
+input shapes combine; members sharing a front end share its features. DCASE complexity of an
+ensemble is the sum over its members (plus the combination's own N + K float32 values).
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import torch
+from torch import nn
+
+from tinyasc.deploy.loading import predictor_from_record, summarise
+from tinyasc.errors import TinyAscError
+
+# Report 001's two submissions: MofleNet + CP-ResNet logits averaged with these weights.
+REPORT_001_WEIGHTS = {"v1": (0.5, 0.5), "v2": (0.6, 0.4)}
+
+
+def average_weights(weights, n: int) -> list[float]:
+    if weights is None:
+        return [1.0 / n] * n
+    weights = [float(w) for w in weights]
+    if len(weights) != n:
+        raise TinyAscError(f"--weights: {len(weights)} value(s) for {n} model(s)")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise TinyAscError(f"--weights {' '.join(map(str, weights))}: weights must be >= 0 with a positive sum")
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+class Ensemble:
+    def __init__(self, members: list, weights, bias=None, method: str = "average", source: str = "ensemble"):
+        if len(members) < 2:
+            raise TinyAscError(f"{source}: an ensemble needs at least two models")
+        first = members[0]
+        for m in members[1:]:
+            if m.classes != first.classes:
+                raise TinyAscError(f"{m.source}: classes ({', '.join(m.classes)}) differ from {first.source}'s "
+                                   f"({', '.join(first.classes)})")
+            if m.sample_rate != first.sample_rate or m.duration != first.duration:
+                raise TinyAscError(f"{m.source}: clips of {m.duration} s at {m.sample_rate} Hz, but {first.source} "
+                                   f"takes {first.duration} s at {first.sample_rate} Hz")
+        self.members, self.method, self.source = members, method, source
+        self.weights = torch.tensor([float(w) for w in weights], dtype=torch.float32)
+        self.bias = None if bias is None else torch.tensor([float(b) for b in bias], dtype=torch.float32)
+        if len(self.weights) != len(members):
+            raise TinyAscError(f"{source}: {len(self.weights)} weights for {len(members)} models")
+        self.classes, self.devices, self.config = first.classes, first.devices, first.config
+        self.sample_rate, self.duration, self.precision = first.sample_rate, first.duration, "mixed"
+
+    @classmethod
+    def from_record(cls, record: dict, source: str = "ensemble") -> "Ensemble":
+        members = [predictor_from_record(r, f"{source} member {i + 1}") for i, r in enumerate(record["members"])]
+        return cls(members, record["weights"], record.get("bias"), record.get("method", "average"), source)
+
+    @property
+    def record(self) -> dict:
+        return {"kind": "ensemble", "method": self.method, "weights": self.weights.tolist(),
+                "bias": None if self.bias is None else self.bias.tolist(), "members": [m.record for m in self.members]}
+
+    @property
+    def frontends(self) -> list[dict]:
+        unique = []
+        for m in self.members:
+            for f in m.frontends:
+                if f not in unique:
+                    unique.append(f)
+        return unique
+
+    def member_logits(self, waves: torch.Tensor) -> torch.Tensor:
+        """[members, B, classes]; features are computed once per distinct front end."""
+        cache, out = {}, []
+        for m in self.members:
+            if hasattr(m, "features"):
+                key = repr(sorted(m.config["frontend"].items()))
+                if key not in cache:
+                    cache[key] = m.features(waves)
+                out.append(m.logits_from_features(cache[key]))
+            else:
+                out.append(m.logits(waves))
+        return torch.stack(out)
+
+    def combine(self, member_logits: torch.Tensor) -> torch.Tensor:
+        out = torch.einsum("n,nbk->bk", self.weights, member_logits)
+        return out if self.bias is None else out + self.bias
+
+    def logits(self, waves: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.combine(self.member_logits(waves))
+
+    def network_module(self) -> nn.Module:
+        if len(self.frontends) != 1 or not all(hasattr(m, "network_module") for m in self.members):
+            raise TinyAscError(f"{self.source}: members use different front ends, so the ensemble has no single "
+                               "feature input; use its members one by one")
+        return EnsembleNetwork([m.network_module() for m in self.members], self.weights, self.bias)
+
+    def logits_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.network_module()(feats)
+
+    def features(self, waves: torch.Tensor) -> torch.Tensor:
+        self.network_module()  # refuses members with different front ends
+        return self.members[0].features(waves)
+
+    def complexity(self) -> dict:
+        parts = [m.complexity() for m in self.members]
+        extra = len(self.weights) + (0 if self.bias is None else len(self.bias)) if self.method == "linear" else 0
+        by_dtype: dict = {}
+        for p in parts:
+            for dtype, v in p["bytes_by_dtype"].items():
+                slot = by_dtype.setdefault(dtype, Counter())
+                slot.update(v)
+        if extra:
+            by_dtype.setdefault("fp32", Counter()).update({"params": extra, "bytes": 4 * extra})
+        precisions = sorted({p["precision"] for p in parts})
+        result = summarise(sum(p["params"] for p in parts) + extra, sum(p["macs"] for p in parts),
+                           sum(p["bytes"] for p in parts) + 4 * extra, {k: dict(v) for k, v in by_dtype.items()},
+                           sum(p["qparams"] for p in parts), "+".join(precisions),
+                           [s for p in parts for s in p["input_shapes"]])
+        result["members"] = parts
+        return result
+
+    def describe(self) -> str:
+        parts = [f"{w:.3g} x {m.describe()}" for w, m in zip(self.weights.tolist(), self.members)]
+        return f"{self.method} ensemble: " + " + ".join(parts) + (" + bias" if self.bias is not None else "")
+
+
+class EnsembleNetwork(nn.Module):
+    """Members sharing one front end as one network: features in, combined logits out."""
+
+    def __init__(self, networks: list[nn.Module], weights: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.networks = nn.ModuleList(networks)
+        self.register_buffer("weights", weights.clone())
+        self.register_buffer("bias", None if bias is None else bias.clone())
+
+    def forward(self, x):
+        out = sum(w * net(x).float() for w, net in zip(self.weights, self.networks))
+        return out if self.bias is None else out + self.bias
+
+
+def fit_linear(member_logits: np.ndarray, labels: np.ndarray, l2: float = 1e-3, steps: int = 200):
+    """Weights [N] and bias [K] minimising cross-entropy of sum_n w_n z_n + b (z: [N, M, K] logits).
+
+    Starts from the plain average; a small L2 pull towards it keeps the fit stable on few clips.
+    """
+    z = torch.as_tensor(np.asarray(member_logits), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    n, _, k = z.shape
+    start = torch.full((n,), 1.0 / n, dtype=torch.float64)
+    w = start.clone().requires_grad_(True)
+    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-9, tolerance_change=1e-12)
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(torch.einsum("n,nmk->mk", w, z) + b, y)
+        loss = loss + l2 * (((w - start) ** 2).sum() + (b ** 2).sum())
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach().float().tolist(), b.detach().float().tolist()
+
+
+def heldout_clips(members: list, data_dir=None, progress: bool = False):
+    """(data module, loader) over the training-split clips that every member held out for validation.
+
+    Members trained with different seeds or fractions hold out different recordings; only clips
+    none of them trained on give an honest fit, so the hold-outs are intersected.
+    """
+    from torch.utils.data import DataLoader
+
+    from tinyasc.data.datamodule import WaveSet, _batched, holdout_recordings
+    from tinyasc.deploy.inference import datamodule_for
+
+    first = members[0]
+    for m in members[1:]:
+        for key in ("dir", "split", "synthetic_clips", "synthetic_seed"):
+            if data_dir is None and m.config["data"].get(key) != first.config["data"].get(key):
+                raise TinyAscError(f"{m.source}: data.{key} is {m.config['data'].get(key)!r} but "
+                                   f"{first.source} has {first.config['data'].get(key)!r}; a linear fit needs "
+                                   "members trained on the same data and split")
+    dm = datamodule_for(first, data_dir, "fit", progress)
+    clips = dm.clips["train"]
+    held = np.ones(len(clips), dtype=bool)
+    for m in members:
+        held &= holdout_recordings(clips, m.config["data"]["val_fraction"], m.config["seed"])
+    usable = np.union1d(dm.sets["train"].rows, dm.sets["val"].rows)  # rows of files that decoded
+    rows = np.intersect1d(np.flatnonzero(held), usable)
+    if len(rows) == 0:
+        raise TinyAscError(f"{dm.folder.root}: no recording is held out by every member (val_fraction / seed); "
+                           "nothing to fit the linear combination on")
+    val = dm.sets["val"]
+    subset = WaveSet(val.waves, val.labels, val.devices, rows)
+    return dm, DataLoader(subset, batch_size=dm.eval_batch_size, shuffle=False, collate_fn=_batched)
