@@ -67,7 +67,7 @@ def deltas(x: torch.Tensor, width: int = 9) -> torch.Tensor:
     kernel = kernel / (kernel ** 2).sum()
     flat = x.reshape(-1, 1, x.shape[-1])
     padded = nn.functional.pad(flat, (half, half), mode="replicate")
-    return nn.functional.conv1d(padded, kernel.flip(0).view(1, 1, -1)).reshape(x.shape)
+    return nn.functional.conv1d(padded, kernel.view(1, 1, -1)).reshape(x.shape)  # correlation: sum n * x[t + n]
 
 
 class MelFrontEnd(nn.Module):

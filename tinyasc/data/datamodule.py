@@ -38,6 +38,28 @@ class WaveSet(Dataset):
                 torch.from_numpy(rows))
 
 
+class EpochShuffle(torch.utils.data.Sampler):
+    """A shuffle that depends only on (seed, epoch): a resumed run sees the same order as an unbroken one.
+
+    Lightning calls ``set_epoch`` before every epoch. Under DDP each rank takes every world_size-th
+    index of the same permutation, padded by repetition so all ranks run the same number of steps.
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.n, self.seed, self.rank, self.world_size, self.epoch = n, seed, rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self):
+        return -(-self.n // self.world_size)
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        order = torch.cat([order, order[: len(self) * self.world_size - self.n]])
+        return iter(order[self.rank::self.world_size].tolist())
+
+
 def _batched(batch):
     return batch  # __getitems__ already returns a whole batch
 
@@ -103,10 +125,15 @@ class SceneDataModule(L.LightningDataModule):
         self.sets["test"], self.clips["test"] = self._build(self.folder.test(), test_path.name)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.sets[name], batch_size=self.batch_size if shuffle else self.eval_batch_size,
-                          shuffle=shuffle, generator=generator, collate_fn=_batched,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        dataset = self.sets[name]
+        sampler = None
+        if shuffle:
+            trainer = self.trainer
+            rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+            sampler = EpochShuffle(len(dataset), self.seed, rank, world)
+        return DataLoader(dataset, batch_size=self.batch_size if shuffle else self.eval_batch_size,
+                          sampler=sampler, collate_fn=_batched, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

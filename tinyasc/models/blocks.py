@@ -40,7 +40,9 @@ class ConvNormAct(nn.Sequential):
 class GRN(nn.Module):
     """Global Response Normalisation (ConvNeXt-V2): x + gamma * (x * N(x)) + beta.
 
-    ``per_channel=False`` uses the scalar gamma/beta of the CP-JKU code (DCASE 2023 CP-Mobile).
+    The L2 norm of each channel over (freq, time), divided by its mean over channels, re-weights
+    the channels. ``per_channel=False`` keeps gamma/beta scalar as the CP-JKU code does;
+    ``per_channel=True`` gives one per channel as in ConvNeXt-V2.
     """
 
     def __init__(self, channels: int, per_channel: bool = False, eps: float = 1e-6):
@@ -98,4 +100,4 @@ class InvertedBottleneck(nn.Module):
         y = self.block(x)
         if self.use_shortcut:
             y = y + self.shortcut(x)
-        return self.grn(self.after_act(y))
+        return self.after_act(self.grn(y))

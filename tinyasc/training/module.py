@@ -41,9 +41,10 @@ class SceneClassifier(L.LightningModule):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         return self.model(self.frontend(wave))
 
-    def on_train_epoch_start(self):
-        # Augmentation randomness depends only on (seed, epoch, rank), so a resumed run repeats an unbroken one.
-        seed = int(self.config["seed"]) * 100_003 + self.current_epoch * 101 + self.global_rank
+    def on_train_batch_start(self, batch, batch_idx):
+        # Augmentation randomness depends only on (seed, step, rank), not on whatever else drew random
+        # numbers before this batch, so a resumed run repeats an unbroken one exactly.
+        seed = (int(self.config["seed"]) * 1_000_003 + self.global_step) * 64 + self.global_rank
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
 

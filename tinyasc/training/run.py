@@ -63,12 +63,14 @@ def make_trainer(config: dict, run_dir: Path | None, progress: bool = True, fit:
     kwargs = dict(accelerator=t["accelerator"], devices=t["devices"] if fit else 1,
                   strategy=t["strategy"] if fit else "auto", precision=t["precision"],
                   deterministic=t["deterministic"], enable_progress_bar=progress, enable_model_summary=False,
-                  plugins=[AtomicCheckpointIO()])
+                  plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)  # EpochShuffle shards itself
     if not fit:
         return L.Trainer(logger=False, **kwargs)
     callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/macro_acc",
                                  mode="max", save_last=True, enable_version_counter=False)
-                 if has_val else ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0),
+                 if has_val else  # no validation set: keep only the newest checkpoint, as last.ckpt, every epoch
+                 ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1, monitor=None,
+                                 enable_version_counter=False, save_on_train_epoch_end=True),
                  LearningRateMonitor(logging_interval="step")]
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=5))
