@@ -24,7 +24,9 @@ class ModelSpec:
     report_macs: float | None = None
     param_tolerance: float = 0.02  # relative; 0.05 where the report says "approx."
     mac_tolerance: float = 0.02
-    counting: str = "dcase"  # how the report counted: "dcase" (torchinfo), "keras" (BN statistics too), "attention"
+    # How the report counted: "dcase" (torchinfo), "keras" (BN statistics too), "bn_fused" (after folding BN
+    # into convs), "tflite" (bytes of the int8 TFLite model), "tokens" (Linear per token, no attention matmuls).
+    counting: str = "dcase"
     # (model, input_shape) -> (params, macs) counted the way the report counted; None: the DCASE way.
     report_counter: Callable | None = None
     frontend: dict = field(default_factory=dict)  # front-end settings of the report
