@@ -148,7 +148,8 @@ class EnsembleNetwork(nn.Module):
 def fit_linear(member_logits: np.ndarray, labels: np.ndarray, l2: float = 1e-3, steps: int = 200):
     """Weights [N] and bias [K] minimising cross-entropy of sum_n w_n z_n + b (z: [N, M, K] logits).
 
-    Starts from the plain average; a small L2 pull towards it keeps the fit stable on few clips.
+    Starts from the plain average; a small L2 penalty keeps the fit finite when the held-out clips
+    are separable (weights and bias would otherwise grow without bound) or members are identical.
     """
     z = torch.as_tensor(np.asarray(member_logits), dtype=torch.float64)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
@@ -162,7 +163,7 @@ def fit_linear(member_logits: np.ndarray, labels: np.ndarray, l2: float = 1e-3, 
     def closure():
         opt.zero_grad()
         loss = nn.functional.cross_entropy(torch.einsum("n,nmk->mk", w, z) + b, y)
-        loss = loss + l2 * (((w - start) ** 2).sum() + (b ** 2).sum())
+        loss = loss + l2 * ((w ** 2).sum() + (b ** 2).sum())
         loss.backward()
         return loss
 
