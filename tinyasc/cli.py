@@ -152,6 +152,8 @@ def results_table(result: dict, run_dir: Path | None = None) -> str:
              (f"bytes ({c['precision']})", f"{c['bytes']:,}"), ("fits DCASE limits", "yes" if c["fits"] else "no")]
     if "train_seconds" in result:
         rows.append(("training time", f"{result['train_seconds']:.0f} s"))
+    if result.get("left_out_files"):
+        rows.append(("files left out (left_out.csv)", f"{result['left_out_files']:,}"))
     width = max(len(k) for k, _ in rows)
     lines = ["", "Results" + (f" ({run_dir})" if run_dir else ""), "-" * (width + 16)]
     lines += [f"{k:<{width}}  {v:>12}" for k, v in rows]
@@ -233,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tinyasc: error: {exc}", file=sys.stderr)
         for line in exc.details[:200]:
             print(f"  {line}", file=sys.stderr)
+        if len(exc.details) > 200:
+            print(f"  ... and {len(exc.details) - 200} more", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tinyasc: interrupted", file=sys.stderr)

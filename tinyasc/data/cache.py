@@ -1,13 +1,18 @@
 """The resampled-waveform cache: decode and resample every clip once, reuse it every epoch and run.
 
 A cache is a folder ``waves-<key>`` holding ``waves.npy`` (an [N, samples] array read memory-mapped)
-and ``manifest.json``. The key hashes the file list (names, sizes, modification times), the sample
+and ``manifest.json`` (also each file's own sample rate, and the files that could not be decoded
+with the reason). The key hashes the file list (names, sizes, modification times), the sample
 rate, the clip length and the storage dtype, so a change to any of them builds a new cache. A cache
 is built in a temporary folder and renamed into place only when complete, and it is verified
-(manifest, shape, file size) before use: an interrupted or damaged build is never reused.
+(manifest, shape, file size) before use: an interrupted or damaged build is never reused. A cache
+with unusable files is still completed, so a rerun with ``--skip-bad-files`` decodes nothing again.
+Processes building the same cache at once (DDP ranks started by torchrun) take turns on a file
+lock: the first builds, the others reuse its result.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 from tqdm import tqdm
 
 from tinyasc.audio.io import load_audio
 from tinyasc.errors import TinyAscError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -31,6 +37,7 @@ class WaveCache:
     waves: np.ndarray  # memory-mapped [N, n_samples]
     folder: Path
     bad: dict[str, str]  # file -> reason, for files left out (zeros in ``waves``)
+    rates: np.ndarray  # each file's own sample rate before resampling (0 for a bad file)
     built: bool  # True when this call built it, False when an existing cache was reused
 
 
@@ -49,66 +56,89 @@ def cache_key(paths: list[Path], sample_rate: int, n_samples: int, dtype: str) -
     return h.hexdigest()[:24]
 
 
-def _verified(folder: Path, key: str, n: int, n_samples: int, dtype: str) -> np.ndarray | None:
+def _verified(folder: Path, key: str, n: int, n_samples: int, dtype: str) -> tuple[np.ndarray, dict] | None:
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
-        if manifest.get("key") != key or manifest.get("complete") is not True:
+        if manifest.get("key") != key or manifest.get("complete") is not True or len(manifest["rates"]) != n:
             return None
         waves = np.load(folder / "waves.npy", mmap_mode="r")
-    except (OSError, ValueError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     if waves.shape != (n, n_samples) or waves.dtype != np.dtype(dtype):
         return None
-    return waves
+    return waves, manifest
 
 
 def load_or_build(paths: list[Path], sample_rate: int, n_samples: int, cache_root: Path | None = None,
                   dtype: str = "float16", skip_bad: bool = False, workers: int | None = None,
                   progress: bool = True) -> WaveCache:
-    """Return the cache for these files, building it (atomically) when no valid one exists."""
+    """Return the cache for these files, building it (atomically) when no valid one exists.
+
+    Unusable files raise one TinyAscError listing them all unless ``skip_bad``; either way the
+    cache is kept, with the bad files recorded in it.
+    """
     cache_root = Path(cache_root) if cache_root else default_cache_root()
     key = cache_key(paths, sample_rate, n_samples, dtype)
     folder = cache_root / f"waves-{key}"
-    waves = _verified(folder, key, len(paths), n_samples, dtype)
-    if waves is not None:
-        bad = json.loads((folder / "manifest.json").read_text()).get("bad", {})
-        _raise_if_bad(bad, len(paths), skip_bad)
-        return WaveCache(waves, folder, bad, built=False)
-    if folder.exists():  # stale or damaged: rebuilt below, replaced only once the new one is complete
-        shutil.rmtree(folder, ignore_errors=True)
-
     cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = cache_root / f".building-{key}-{uuid.uuid4().hex[:8]}"
+    with _build_lock(cache_root / f".lock-{key}"):
+        found = _verified(folder, key, len(paths), n_samples, dtype)
+        built = found is None
+        if built:
+            _build(folder, key, paths, sample_rate, n_samples, dtype, workers, progress)
+            found = _verified(folder, key, len(paths), n_samples, dtype)
+            if found is None:
+                raise TinyAscError(f"{folder}: waveform cache failed verification right after it was built")
+    waves, manifest = found
+    _raise_if_bad(manifest["bad"], len(paths), skip_bad)
+    return WaveCache(waves, folder, manifest["bad"], np.asarray(manifest["rates"], dtype=np.int64), built)
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path):
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; concurrent builders still never see a partial cache
+        yield
+        return
+    with open(path, "a") as f:  # closing (or dying) releases the lock: a killed builder never blocks others
+        with contextlib.suppress(OSError):  # a file system without locks: build unserialised
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _build(folder, key, paths, sample_rate, n_samples, dtype, workers, progress) -> None:
+    if folder.exists():  # stale or damaged: replaced only once the new one is complete
+        shutil.rmtree(folder, ignore_errors=True)
+    tmp = folder.parent / f".building-{key}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         out = np.lib.format.open_memmap(tmp / "waves.npy", mode="w+", dtype=dtype, shape=(len(paths), n_samples))
-        bad = _decode_all(paths, out, sample_rate, n_samples, workers, progress)
-        _raise_if_bad(bad, len(paths), skip_bad)
+        bad, rates = _decode_all(paths, out, sample_rate, n_samples, workers, progress)
         out.flush()
         del out
         manifest = dict(key=key, version=CACHE_VERSION, complete=True, n=len(paths), n_samples=n_samples,
-                        sample_rate=sample_rate, dtype=dtype, files=[str(p) for p in paths], bad=bad)
+                        sample_rate=sample_rate, dtype=dtype, files=[str(p) for p in paths], bad=bad,
+                        rates=rates)
         (tmp / "manifest.json").write_text(json.dumps(manifest))
         try:
             os.replace(tmp, folder)
-        except OSError:  # another process finished the same cache first: use theirs
+        except OSError:  # another process (without the lock: another machine) finished it first: use theirs
             shutil.rmtree(tmp, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    waves = _verified(folder, key, len(paths), n_samples, dtype)
-    if waves is None:
-        raise TinyAscError(f"{folder}: waveform cache failed verification right after it was built")
-    return WaveCache(waves, folder, bad, built=True)
 
 
-def _decode_all(paths, out, sample_rate, n_samples, workers, progress) -> dict[str, str]:
+def _decode_all(paths, out, sample_rate, n_samples, workers, progress) -> tuple[dict[str, str], list[int]]:
     duration = n_samples / sample_rate
     bad: dict[str, str] = {}
+    rates = [0] * len(paths)
 
     def work(i):
         try:
             out[i] = load_audio(paths[i], sample_rate, duration)
+            rates[i] = sf.info(str(paths[i])).samplerate  # a header read; it decoded, so it opens
         except TinyAscError as exc:
             bad[str(paths[i])] = str(exc).split(": ", 1)[-1]
             out[i] = 0
@@ -117,7 +147,7 @@ def _decode_all(paths, out, sample_rate, n_samples, workers, progress) -> dict[s
     with ThreadPoolExecutor(workers) as pool:  # libsndfile and soxr release the GIL
         list(tqdm(pool.map(work, range(len(paths))), total=len(paths), desc="Caching audio",
                   unit="clip", disable=not progress, leave=False))
-    return dict(sorted(bad.items()))
+    return dict(sorted(bad.items())), rates
 
 
 def _raise_if_bad(bad: dict[str, str], total: int, skip_bad: bool) -> None:

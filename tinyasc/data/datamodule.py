@@ -3,6 +3,11 @@
 Batches are fetched whole from the memory-mapped cache (``__getitems__``), so loading a batch is
 one sorted fancy-index read, not a Python loop over clips. Batches are (waves [B, samples] float32,
 labels [B], device ids [B], clip ids [B]).
+
+``setup`` checks every file of the lists it loads before anything trains (see
+``tinyasc.data.validate``): all problems raise together, or, with ``skip_bad_files``, those files
+are left out and listed in ``left_out``. Under DDP every loader is sharded by rank: training with
+``EpochShuffle``, evaluation with ``RankShard``.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tinyasc.data import validate
 from tinyasc.data.cache import load_or_build
 from tinyasc.data.tau import Clip, TauFolder
 from tinyasc.errors import TinyAscError
@@ -60,6 +66,21 @@ class EpochShuffle(torch.utils.data.Sampler):
         return iter(order[self.rank::self.world_size].tolist())
 
 
+class RankShard(torch.utils.data.Sampler):
+    """Evaluation order under DDP: rank r takes items r, r + W, r + 2W, ... of 0..n-1, padded by
+    repetition so every rank runs the same number of batches; the module drops repeats by clip id."""
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1):
+        self.n, self.rank, self.world_size = n, rank, world_size
+
+    def __len__(self):
+        return -(-self.n // self.world_size)
+
+    def __iter__(self):
+        order = list(range(self.n)) + list(range(len(self) * self.world_size - self.n))
+        return iter(order[self.rank::self.world_size])
+
+
 def _batched(batch):
     return batch  # __getitems__ already returns a whole batch
 
@@ -95,42 +116,54 @@ class SceneDataModule(L.LightningDataModule):
     def n_samples(self) -> int:
         return int(round(self.duration * self.sample_rate))
 
-    def _build(self, clips: list[Clip], source: str) -> tuple[WaveSet, list[Clip]]:
-        self.folder.check_files_exist(clips, source)
-        cache = load_or_build([self.folder.path(c.filename) for c in clips], self.sample_rate, self.n_samples,
-                              self.cache_dir, self.cache_dtype, self.skip_bad_files, progress=self.progress)
-        keep = np.array([str(self.folder.path(c.filename)) not in cache.bad for c in clips])
-        if cache.bad:
-            self.left_out.update(cache.bad)
-            warnings.warn(f"{source}: left out {len(cache.bad)} unusable file(s) of {len(clips)}")
-        labels = np.array([self.classes.index(c.label) for c in clips], dtype=np.int64)
-        devices = np.array([self.devices.index(c.device) for c in clips], dtype=np.int64)
-        rows = np.flatnonzero(keep)
-        return WaveSet(cache.waves, labels, devices, rows), clips
+    def _lists(self, stage: str | None) -> dict[str, tuple[Path, str | None]]:
+        lists = {"train": self.folder.split_file(self.split)} if stage in (None, "fit", "validate") else {}
+        return {**lists, "test": self.folder.test_file()}
 
     def setup(self, stage: str | None = None) -> None:
         if self.sets:
             return
-        if stage in (None, "fit", "validate"):
-            split_path, _ = self.folder.split_file(self.split)
-            clips = self.folder.split(self.split)
-            full, _ = self._build(clips, split_path.name)
-            held = holdout_recordings(clips, self.val_fraction, self.seed)[full.rows]
+        lists = self._lists(stage)
+        problems: dict[str, str] = {}  # filename -> reason, over all lists, reported together
+        for name, (path, text) in lists.items():
+            self.clips[name] = self.folder.read_list(path, text, mislabelled=problems)
+            self.folder.check_files_exist(self.clips[name], path.name)
+        caches = {name: load_or_build([self.folder.path(c.filename) for c in self.clips[name]], self.sample_rate,
+                                      self.n_samples, self.cache_dir, self.cache_dtype, skip_bad=True,
+                                      progress=self.progress) for name in lists}
+        for name, cache in caches.items():
+            problems.update(validate.unusable(self.folder, self.clips[name], cache))
+        problems.update(validate.odd_sample_rates([c.filename for name in lists for c in self.clips[name]],
+                                                  np.concatenate([caches[name].rates for name in lists])))
+        n_files = len({c.filename for name in lists for c in self.clips[name]})
+        validate.check(problems, n_files, self.folder.root, self.skip_bad_files)
+        if problems:
+            warnings.warn(f"{self.folder.root}: left out {len(problems)} of {n_files} files with problems "
+                          f"(first: {min(problems)}: {problems[min(problems)]})")
+        self.left_out = dict(sorted(problems.items()))
+        for name in lists:
+            clips = self.clips[name]
+            labels = np.array([self.classes.index(c.label) for c in clips], dtype=np.int64)
+            devices = np.array([self.devices.index(c.device) for c in clips], dtype=np.int64)
+            rows = np.flatnonzero([c.filename not in problems for c in clips])
+            self.sets[name] = WaveSet(caches[name].waves, labels, devices, rows)
+        if len(self.sets["test"]) == 0:
+            raise TinyAscError(f"{lists['test'][0]}: no test clips left after leaving out files with problems")
+        if "train" in lists:
+            full = self.sets.pop("train")
+            held = holdout_recordings(self.clips["train"], self.val_fraction, self.seed)[full.rows]
             self.sets["train"] = WaveSet(full.waves, full.labels, full.devices, full.rows[~held])
             self.sets["val"] = WaveSet(full.waves, full.labels, full.devices, full.rows[held])
-            self.clips["train"] = clips
             if len(self.sets["train"]) == 0:
-                raise TinyAscError(f"{split_path}: no training clips left after holding out validation recordings")
-        test_path, _ = self.folder.test_file()
-        self.sets["test"], self.clips["test"] = self._build(self.folder.test(), test_path.name)
+                raise TinyAscError(f"{lists['train'][0]}: no training clips left after holding out validation "
+                                   f"recordings and leaving out files with problems")
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         dataset = self.sets[name]
-        sampler = None
-        if shuffle:
-            trainer = self.trainer
-            rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-            sampler = EpochShuffle(len(dataset), self.seed, rank, world)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        n = len(dataset)
+        sampler = EpochShuffle(n, self.seed, rank, world) if shuffle else RankShard(n, rank, world)
         return DataLoader(dataset, batch_size=self.batch_size if shuffle else self.eval_batch_size,
                           sampler=sampler, collate_fn=_batched, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)

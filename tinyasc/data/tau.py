@@ -114,26 +114,40 @@ class TauFolder:
     def looks_like_tau22(self) -> bool:
         return "audio/airport-lisbon-1000-40000-0-a.wav" in self.clips
 
-    def read_list(self, path: Path, text: str | None = None) -> list[Clip]:
-        """Clips of a split/test list, checked against meta.csv (unknown files and label mismatches)."""
+    def read_list(self, path: Path, text: str | None = None,
+                  mislabelled: dict[str, str] | None = None) -> list[Clip]:
+        """Clips of a split/test list, checked against meta.csv (unknown files and label mismatches).
+
+        Rows whose label differs from meta.csv are recorded in ``mislabelled`` (filename -> reason)
+        when it is given, so they are reported together with the dataset's other problems; without
+        it they raise at once, all of them in one error.
+        """
         records = _read_tsv(path, ("filename",), text)
         unknown = [r["filename"] for r in records if r["filename"] not in self.clips]
+        for name in unknown:  # meta.csv's own names were checked when it was read
+            self._check_inside(path, name)
         if unknown:
             raise TinyAscError(f"{path}: {len(unknown)} file(s) not listed in meta.csv, e.g. {unknown[0]}")
+        wrong = {}
         for r in records:
-            label = r.get("scene_label")
-            if label and label != self.clips[r["filename"]].label:
-                raise TinyAscError(f"{path}: {r['filename']} is labelled {label!r} but meta.csv says "
-                                   f"{self.clips[r['filename']].label!r}")
+            label, meta_label = r.get("scene_label"), self.clips[r["filename"]].label
+            if label and label != meta_label:
+                wrong[r["filename"]] = f"is labelled {label!r} but meta.csv says {meta_label!r} ({path.name})"
+        if wrong and mislabelled is None:
+            first, reason = next(iter(wrong.items()))
+            raise TinyAscError(f"{path}: {len(wrong)} file(s) labelled differently from meta.csv, e.g. {first} "
+                               f"{reason}", details=[f"{f}: {r}" for f, r in wrong.items()])
+        if mislabelled is not None:
+            mislabelled.update(wrong)
         if not records:
             raise TinyAscError(f"{path}: lists no clips")
         return [self.clips[r["filename"]] for r in records]
 
-    def split(self, split: int | str) -> list[Clip]:
-        return self.read_list(*self.split_file(split))
+    def split(self, split: int | str, mislabelled: dict[str, str] | None = None) -> list[Clip]:
+        return self.read_list(*self.split_file(split), mislabelled=mislabelled)
 
-    def test(self) -> list[Clip]:
-        return self.read_list(*self.test_file())
+    def test(self, mislabelled: dict[str, str] | None = None) -> list[Clip]:
+        return self.read_list(*self.test_file(), mislabelled=mislabelled)
 
     def check_files_exist(self, clips: list[Clip], source: str = "meta.csv") -> None:
         missing = [c.filename for c in clips if not self.path(c.filename).is_file()]

@@ -41,7 +41,9 @@ def complexity_of(module: SceneClassifier, precision: str = "fp32") -> dict:
 
 
 def evaluate(run_or_ckpt: str | Path, data_dir: str | Path | None = None, progress: bool = True,
-             datamodule=None) -> dict:
+             datamodule=None, trainer=None) -> dict:
+    """Test metrics of a checkpoint. ``trainer``: a multi-process trainer whose processes all call this
+    (each tests its shard; the results come back in the first process, the others get {})."""
     from tinyasc.evaluation.plots import plot_confusion
     from tinyasc.training.run import make_datamodule, make_trainer, quiet_lightning, write_json
 
@@ -54,7 +56,9 @@ def evaluate(run_or_ckpt: str | Path, data_dir: str | Path | None = None, progre
         raise TinyAscError(f"{dm.folder.root}: its classes ({', '.join(dm.classes)}) differ from the model's "
                            f"({', '.join(module.classes)})")
     module.device_names = dm.devices
-    make_trainer(module.config, None, progress, fit=False).test(module, datamodule=dm, verbose=False)
+    (trainer or make_trainer(module.config, None, progress, fit=False)).test(module, datamodule=dm, verbose=False)
+    if trainer is not None and trainer.global_rank != 0:
+        return {}
     res = module.test_results
     metrics = res["metrics"]
     result = {"checkpoint": str(ckpt_path), "data": str(dm.folder.root), **metrics,

@@ -60,8 +60,9 @@ class SceneClassifier(L.LightningModule):
         else:
             loss = self.loss_fn(logits, targets, self.teachers.probs(self, batch, wave, feats))
         acc = (logits.argmax(1) == labels).float().mean()
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels))
-        self.log("train/acc", acc, prog_bar=False, on_step=False, on_epoch=True, batch_size=len(labels))
+        # sync_dist: under DDP the logged values average over all processes (a no-op in one process)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels), sync_dist=True)
+        self.log("train/acc", acc, prog_bar=False, on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
         return loss
 
     def _collect(self, stage: str, batch):

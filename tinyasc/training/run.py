@@ -2,7 +2,12 @@
 
 A run folder holds ``config.yaml`` (the resolved config, seed included), ``checkpoints/`` (``last.ckpt``
 and ``best.ckpt``), ``logs/`` (CSV and TensorBoard), ``metrics.json``, ``confusion_matrix.png`` and
-``learning_curves.png``.
+``learning_curves.png``; ``left_out.csv`` lists the files --skip-bad-files left out.
+
+With ``trainer.devices`` > 1 every process runs this whole program (Lightning's DDP strategy starts
+the extra processes by re-running the command line; torchrun or srun start them all). Only the
+first process checks and writes the run folder; all of them train, and all of them test, each on
+its shard of the test set (see docs/distributed.md).
 """
 from __future__ import annotations
 
@@ -30,7 +35,8 @@ def quiet_lightning() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*treespec.*", ".*TensorBoard.*",
-                    ".*tensorboardX.*", ".*Checkpoint directory.*exists and is not empty.*"):
+                    ".*tensorboardX.*", ".*Checkpoint directory.*exists and is not empty.*",
+                    ".*all_gather is deprecated.*"):  # inside Lightning's all_gather, not ours to change
         warnings.filterwarnings("ignore", message=pattern)
 
 
@@ -79,9 +85,18 @@ def make_trainer(config: dict, run_dir: Path | None, progress: bool = True, fit:
                      log_every_n_steps=t["log_every_n_steps"], limit_val_batches=1.0 if has_val else 0, **kwargs)
 
 
-def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
+def is_first_process() -> bool:
+    """False in the extra processes of a multi-process run, told by the environment their launcher
+    (Lightning's DDP re-launch, torchrun, srun) gives them, so it is known before any Trainer exists."""
+    rank = next((os.environ[k] for k in ("RANK", "SLURM_PROCID", "LOCAL_RANK") if k in os.environ), "0")
+    return int(rank) == 0 and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, first_process: bool = True) -> Path | None:
     """Checks before anything is written; returns the checkpoint to resume from."""
     last = run_dir / "checkpoints" / "last.ckpt"
+    if not first_process:  # the first process has checked, and may have written config.yaml already
+        return last if resume else None
     if resume:
         if not last.is_file():
             raise TinyAscError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
@@ -95,31 +110,46 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
 def train(config: dict, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
     quiet_lightning()
     run_dir = Path(run_dir)
-    ckpt_path = prepare_run_dir(run_dir, resume)
+    first = is_first_process()
+    ckpt_path = prepare_run_dir(run_dir, resume, first)
     L.seed_everything(config["seed"], workers=True, verbose=False)
     dm = make_datamodule(config, progress=progress)
     dm.setup("fit")
     has_val = len(dm.sets["val"]) > 0
     module = SceneClassifier(config, dm.classes, dm.devices)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfgmod.save(config, run_dir / "config.yaml")
+    if first:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfgmod.save(config, run_dir / "config.yaml")
+        if dm.left_out:
+            write_left_out(dm.left_out, run_dir / "left_out.csv")
     trainer = make_trainer(config, run_dir, progress, fit=True, has_val=has_val)
     start = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     train_seconds = time.time() - start
-    if trainer.global_rank != 0:
-        return {}
-    ckpt = run_dir / "checkpoints" / ("best.ckpt" if has_val else "last.ckpt")
+    # The other processes may have named a different default run folder: all take the first one's.
+    ckpt = trainer.strategy.broadcast(str(run_dir / "checkpoints" / ("best.ckpt" if has_val else "last.ckpt")))
     from tinyasc.evaluation.evaluate import evaluate
 
-    result = evaluate(ckpt, progress=progress, datamodule=dm)
+    # Processes started by re-launch, torchrun or srun are all still here: they test together, each
+    # on its shard. After ddp_spawn/ddp_fork only this one is, and it tests alone.
+    together = trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+    result = evaluate(ckpt, progress=progress, datamodule=dm, trainer=trainer if together else None)
+    if trainer.global_rank != 0:
+        return {}
     result["train_seconds"] = round(train_seconds, 1)
+    result["processes"] = trainer.world_size
     result["left_out_files"] = len(dm.left_out)
     write_json(result, run_dir / "metrics.json")
     from tinyasc.evaluation.plots import plot_learning_curves
 
     plot_learning_curves(run_dir / "logs" / "metrics.csv", run_dir / "learning_curves.png")
     return result
+
+
+def write_left_out(left_out: dict[str, str], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("filename\tproblem\n" + "".join(f"{name}\t{reason}\n" for name, reason in left_out.items()))
+    os.replace(tmp, path)
 
 
 def write_json(data: dict, path: Path) -> None:
