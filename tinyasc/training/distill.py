@@ -35,7 +35,7 @@ class Teachers:
     """Teacher outputs for a training batch, as probabilities at the distillation temperature."""
 
     def __init__(self, temperature: float = 2.0, teachers: list[str] | None = None, logits: str | None = None,
-                 weight: float | None = None):
+                 weight: float | None = None):  # weight: the loss's (DistillationLoss), taken here to share the config
         if bool(teachers) == bool(logits):
             raise TinyAscError("loss.distill: give either teachers (checkpoint paths) or logits (a file), not both")
         self.temperature = temperature
@@ -167,8 +167,8 @@ def precompute_teacher_logits(teachers: list[str], out: str | Path, data_dir: st
     filenames = sorted(total)  # a clip only some teachers saw gets the mean of those
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, filenames=np.array(filenames), logits=np.stack([total[n] / count[n] for n in filenames]).astype(np.float32),
-             classes=np.array(classes))
+    logits = np.stack([total[n] / count[n] for n in filenames]).astype(np.float32)
+    np.savez(out, filenames=np.array(filenames), logits=logits, classes=np.array(classes))
     return out
 
 
