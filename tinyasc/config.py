@@ -24,7 +24,7 @@ DEFAULTS: dict = {
     "frontend": dict(DCASE24_FRONTEND),
     "model": {"name": "dcase24_baseline", "args": {}},
     "augment": {
-        "waveform": [{"name": "time_roll", "max_shift_s": 0.125}],
+        "waveform": [{"name": "time_roll", "max_shift_s": 0.1}],
         "spectrogram": [{"name": "freq_mixstyle", "p": 0.4, "alpha": 0.3}, {"name": "freq_mask", "width": 48}],
     },
     "loss": {"name": "cross_entropy", "label_smoothing": 0.0},
@@ -38,11 +38,16 @@ DEFAULTS: dict = {
 QUICKSTART: dict = {"trainer": {"epochs": 6, "batch_size": 64}, "schedule": {"warmup_steps": 100}}
 
 
-def merge(base: dict, update: dict, path: str = "") -> dict:
+def merge(base: dict, update: dict) -> dict:
+    """Deep-merge ``update`` into ``base``. A section that names a different component (its ``name``
+    changes, e.g. another schedule) replaces the old section instead of inheriting its arguments."""
     out = copy.deepcopy(base)
     for key, value in (update or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value, f"{path}{key}.")
+        old = out.get(key)
+        same_component = not (isinstance(value, dict) and isinstance(old, dict)
+                               and "name" in value and value["name"] != old.get("name"))
+        if isinstance(value, dict) and isinstance(old, dict) and same_component:
+            out[key] = merge(old, value)
         else:
             out[key] = copy.deepcopy(value)
     return out
