@@ -101,7 +101,27 @@ def resolve(config_file: str | Path | None = None, overrides: list[dict] | None 
         config = merge(config, load_yaml(config_file))
     for update in overrides or []:
         config = merge(config, update)
+    check_names(config, str(config_file or "config"))
     return config
+
+
+def check_names(config: dict, source: str = "config") -> None:
+    """Names (model, loss, optimiser, schedule, augmentations) are looked up in tinyasc's registries,
+    never imported; anything but a string there is a mistake, reported here rather than as a crash."""
+    if not isinstance(config, dict):
+        raise TinyAscError(f"{source}: a config must be a mapping of sections, got {type(config).__name__}")
+    for section in ("model", "loss", "optim", "schedule"):
+        value = config.get(section)
+        if not isinstance(value, dict) or not isinstance(value.get("name", ""), (str, type(None))):
+            raise TinyAscError(f"{source}: {section} must be a mapping whose name is a registered name, got {value!r}")
+    augment = config.get("augment") or {}
+    if not isinstance(augment, dict):
+        raise TinyAscError(f"{source}: augment must be a mapping of waveform/spectrogram/frontend lists")
+    for domain, entries in augment.items():
+        if entries is not None and not (isinstance(entries, list) and
+                                        all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in entries)):
+            raise TinyAscError(f"{source}: augment.{domain} must be a list of entries like {{name: freq_mask, ...}}, "
+                               f"got {entries!r}")
 
 
 def save(config: dict, path: str | Path) -> None:

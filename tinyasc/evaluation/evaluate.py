@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyasc.complexity import measure, model_input_shape
+from tinyasc.config import check_names
 from tinyasc.errors import TinyAscError
 from tinyasc.training.checkpoints import load_checkpoint
 from tinyasc.training.module import SceneClassifier
@@ -27,6 +28,7 @@ def resolve_checkpoint(run_or_ckpt: str | Path) -> tuple[Path, Path]:
 
 def load_module(ckpt_path: str | Path) -> SceneClassifier:
     ckpt = load_checkpoint(ckpt_path)
+    check_names(ckpt["hyper_parameters"]["config"], str(ckpt_path))
     module = SceneClassifier(**ckpt["hyper_parameters"])
     try:
         module.load_state_dict(ckpt["state_dict"])
