@@ -101,3 +101,11 @@ class InvertedBottleneck(nn.Module):
         if self.use_shortcut:
             y = y + self.shortcut(x)
         return self.after_act(self.grn(y))
+
+
+class ConvHead(nn.Sequential):
+    """The CP-JKU classifier: 1x1 conv to classes, BatchNorm, global average pool (no linear layer)."""
+
+    def __init__(self, in_channels: int, n_classes: int):
+        super().__init__(nn.Conv2d(in_channels, n_classes, 1, bias=False), nn.BatchNorm2d(n_classes),
+                         nn.AdaptiveAvgPool2d(1))

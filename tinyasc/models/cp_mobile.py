@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from tinyasc.errors import TinyAscError
-from tinyasc.models.blocks import ConvNormAct, InvertedBottleneck, make_divisible
+from tinyasc.models.blocks import ConvHead, ConvNormAct, InvertedBottleneck, make_divisible
 from tinyasc.models.registry import register_model
 
 # DCASE 2024 baseline: blocks per stage, and the strides (F, T) of the blocks that downsample,
@@ -53,11 +53,7 @@ class CPMobile(nn.Module):
                                                  expand_groups=expand_groups))
                 cin = cout
         self.stages = nn.Sequential(*blocks)
-        self.head = nn.Sequential(
-            nn.Conv2d(cin, n_classes, 1, bias=False),
-            nn.BatchNorm2d(n_classes),
-            nn.AdaptiveAvgPool2d(1),
-        )
+        self.head = ConvHead(cin, n_classes)
         self.apply(_init_weights)
 
     def forward(self, x):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from tinyasc.errors import TinyAscError
-from tinyasc.models.blocks import ConvNormAct
+from tinyasc.models.blocks import ConvHead, ConvNormAct
 from tinyasc.models.bn_fold import folded_counts
 from tinyasc.models.registry import register_model
 
@@ -71,11 +71,7 @@ class CPResNet(nn.Module):
             # Pools past the last block keep the resolution schedule when a stage gets shallower.
             layers += [_max_pool(pool) for pos, pool in sorted(row["pools"].items()) if pos >= repeats]
         self.stages = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.Conv2d(cin, n_classes, 1, bias=False),
-            nn.BatchNorm2d(n_classes),
-            nn.AdaptiveAvgPool2d(1),
-        )
+        self.head = ConvHead(cin, n_classes)
         self.apply(_init_weights)
 
     def forward(self, x):
