@@ -9,5 +9,7 @@ from tinyasc.models import bc_res2net  # noqa: F401,E402  (registers ghost_bc_re
 from tinyasc.models import mobileformer  # noqa: F401,E402  (registers mobileformer_kt)
 from tinyasc.models import dcase22_baseline  # noqa: F401,E402  (registers dcase22_baseline)
 from tinyasc.models import mobilenetv2_ca  # noqa: F401,E402  (registers mobilenetv2_ca)
+from tinyasc.models import fsmobilenet  # noqa: F401,E402  (registers fsmobilenet)
+from tinyasc.models import mini_segnet  # noqa: F401,E402  (registers mini_segnet, mini_segnet_pruned)
 
 __all__ = ["ModelSpec", "create_model", "get_spec", "list_models", "register_model"]

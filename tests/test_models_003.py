@@ -1,0 +1,175 @@
+"""Report 003 (Tsinghua, DCASE 2023): the frequency-split MobileNet and Mini-SegNet before and after
+70 % filter pruning, against the report's figures and its description of the layers."""
+import pytest
+import torch
+from torch import nn
+
+from tinyasc.complexity import torchinfo_counts
+from tinyasc.compress.quantize import float_islands, int8_skeleton
+from tinyasc.errors import TinyAscError
+from tinyasc.models import create_model, get_spec
+from tinyasc.models.fsmobilenet import FSMobileNet
+from tinyasc.models.mini_segnet import DENSE_UNITS, PRUNED_WIDTHS, WIDTHS, MiniSegNet
+
+# torchinfo on the registered input (the DCASE way); any change here is an architecture change and
+# must be deliberate.
+DCASE_COUNTS = {
+    "fsmobilenet": (7_946, 3_972_650),
+    "mini_segnet": (278_794, 194_408_362),
+    "mini_segnet_pruned": (46_316, 19_474_592),
+}
+MODELS = sorted(DCASE_COUNTS)
+
+
+def _shape(name):
+    return (1, *get_spec(name).input_shape)
+
+
+def _conv_widths(model):
+    return tuple(m.out_channels for m in model.stages.modules() if isinstance(m, nn.Conv2d))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_dcase_counts_are_pinned(name):
+    assert torchinfo_counts(create_model(name), _shape(name)) == DCASE_COUNTS[name]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_counts_match_report_within_tolerance(name):
+    spec = get_spec(name)
+    params, macs = torchinfo_counts(create_model(name), _shape(name))
+    assert abs(params / spec.report_params - 1) <= spec.param_tolerance, params
+    if name == "mini_segnet":
+        assert spec.report_macs is None  # the report gives no MACs before pruning
+    else:
+        assert abs(macs / spec.report_macs - 1) <= spec.mac_tolerance, macs
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_one_training_step_changes_every_weight(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    logits = model(torch.randn(2, *get_spec(name).input_shape))
+    assert logits.shape == (2, 10)
+    loss = nn.functional.cross_entropy(logits, torch.tensor([1, 7]))
+    assert torch.isfinite(loss)
+    loss.backward()
+    optimizer.step()
+    stalled = [n for (n, p), b in zip(model.named_parameters(), before) if torch.equal(p, b)]
+    assert not stalled
+
+
+def test_frequency_split_keeps_the_bands_apart_until_the_concat():
+    torch.manual_seed(0)
+    model = create_model("fsmobilenet").eval()
+    maps = []
+    model.blocks.register_forward_pre_hook(lambda module, args: maps.append(args[0]))
+    x = torch.randn(1, 3, 256, 36)
+    louder_highs = x.clone()
+    louder_highs[:, :, 128:] += 1.0
+    with torch.no_grad():
+        model(x)
+        model(louder_highs)
+    assert maps[0].shape == (1, 16, 128, 18)  # two 64-bin bands, concatenated along frequency
+    assert torch.equal(maps[0][:, :, :64], maps[1][:, :, :64])  # the low band never sees the high bins
+    assert not torch.allclose(maps[0][:, :, 64:], maps[1][:, :, 64:])
+
+
+def test_fsmobilenet_follows_its_rows():
+    model = create_model("fsmobilenet").eval()
+    x = torch.zeros(1, 16, 128, 18)
+    shapes = []
+    with torch.no_grad():
+        for block in model.blocks:
+            x = block(x)
+            shapes.append(tuple(x.shape[1:]))
+    assert shapes == [(32, 64, 9), (32, 64, 9), (32, 32, 5), (40, 16, 3)]
+    # Only the first block expands (16 -> 32); only the stride-1 block with equal widths adds its input.
+    assert [len(block.block) for block in model.blocks] == [3, 2, 2, 2]
+    assert [block.residual for block in model.blocks] == [False, True, False, False]
+
+
+def test_mini_segnet_follows_section_2_2():
+    model = create_model("mini_segnet").eval()
+    x = torch.zeros(1, 3, 256, 36)
+    shapes = []
+    with torch.no_grad():
+        for stage in model.stages:
+            x = stage(x)
+            shapes.append(tuple(x.shape[1:]))
+    # encoder 1 (conv, pool), encoder 2 (conv, pool, conv, pool), decoder 1 (up, conv, conv), decoder 2 (up, conv)
+    assert shapes == [(48, 128, 18), (128, 32, 4), (48, 64, 8), (48, 128, 16)]
+    convs = [m for m in model.stages.modules() if isinstance(m, nn.Conv2d)]
+    assert all(conv.kernel_size == (2, 3) for conv in convs)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == len(convs) == 6
+    dense = [m for m in model.classifier if isinstance(m, nn.Linear)]
+    assert [(d.in_features, d.out_features) for d in dense] == [(48, 1024), (1024, 10)]
+
+
+def test_pruned_variant_is_the_same_network_with_70_percent_of_the_filters_removed():
+    full, pruned = create_model("mini_segnet"), create_model("mini_segnet_pruned")
+    assert type(full) is type(pruned) is MiniSegNet
+    assert _conv_widths(full) == WIDTHS and _conv_widths(pruned) == PRUNED_WIDTHS
+    assert round(1 - sum(PRUNED_WIDTHS) / sum(WIDTHS), 3) == 0.700
+    assert all(0.28 <= p / w <= 0.32 for p, w in zip(PRUNED_WIDTHS, WIDTHS))
+    assert pruned.classifier[0].out_features == full.classifier[0].out_features == DENSE_UNITS
+    # Same parameter names, every tensor no larger: the pruned weights are a slice of the full ones.
+    full_state, pruned_state = full.state_dict(), pruned.state_dict()
+    assert full_state.keys() == pruned_state.keys()
+    assert all(all(a <= b for a, b in zip(pruned_state[k].shape, full_state[k].shape)) for k in full_state)
+
+
+@pytest.mark.parametrize("name", ["fsmobilenet", "mini_segnet_pruned"])
+def test_converts_to_int8_without_float_islands(name):
+    # The report quantises every parameter to int8, so the whole network must have int8 kernels.
+    model = create_model(name).eval()
+    x = torch.randn(1, *get_spec(name).input_shape)
+    quantized = int8_skeleton(model, x)
+    assert quantized(x).shape == (1, 10)
+    assert float_islands(quantized) == []
+
+
+def test_fsmobilenet_scales_with_its_arguments():
+    shape = _shape("fsmobilenet")
+    params, macs = torchinfo_counts(create_model("fsmobilenet"), shape)
+    wider = torchinfo_counts(create_model("fsmobilenet", width_mult=1.5), shape)
+    deeper_rows = [(3, 32, 32, 2), (3, 32, 32, 1), (3, 32, 32, 2), (3, 64, 40, 1), (3, 80, 40, 2)]
+    deeper = torchinfo_counts(create_model("fsmobilenet", rows=deeper_rows), shape)
+    no_band_stride = torchinfo_counts(create_model("fsmobilenet", band_stride=1), shape)
+    assert wider[0] > params and wider[1] > macs
+    assert deeper[0] > params
+    assert no_band_stride[0] == params and no_band_stride[1] > macs
+    uneven = create_model("fsmobilenet", split_bin=64)  # a narrower low band: same weights, same logits shape
+    assert torchinfo_counts(uneven, shape)[0] == params
+    assert uneven(torch.zeros(2, 3, 256, 36)).shape == (2, 10)
+
+
+def test_mini_segnet_scales_with_its_arguments():
+    shape = _shape("mini_segnet")
+    params, macs = torchinfo_counts(create_model("mini_segnet"), shape)
+    wider = torchinfo_counts(create_model("mini_segnet", widths=tuple(2 * w for w in WIDTHS)), shape)
+    small_dense = torchinfo_counts(create_model("mini_segnet", dense_units=512), shape)
+    deeper_layout = [["conv", "pool"], ["conv", "pool", "conv", "pool"], ["up", "conv", "conv"], ["up", "conv", "conv"]]
+    deeper = torchinfo_counts(create_model("mini_segnet", layout=deeper_layout, widths=(*WIDTHS, 48)), shape)
+    time_kept = torchinfo_counts(create_model("mini_segnet", pool_size=(2, 1)), shape)
+    assert wider[0] > params and wider[1] > macs
+    assert small_dense[0] == params - 512 * (48 + 1 + 10)
+    assert deeper[0] > params and deeper[1] > macs
+    assert time_kept[0] == params and time_kept[1] > macs
+
+
+def test_bad_configs_raise_tinyasc_error():
+    with pytest.raises(TinyAscError, match="widths"):
+        MiniSegNet(widths=(8, 8))
+    with pytest.raises(TinyAscError, match="unknown layers"):
+        MiniSegNet(layout=[["conv", "deconv"]], widths=(8,))
+    with pytest.raises(TinyAscError, match="dense_units"):
+        MiniSegNet(dense_units=0)
+    with pytest.raises(TinyAscError, match="split_bin"):
+        FSMobileNet(split_bin=0)
+    with pytest.raises(TinyAscError, match="rows"):
+        FSMobileNet(rows=[(3, 32, 32)])
+    with pytest.raises(TinyAscError, match="width_mult"):
+        FSMobileNet(width_mult=0)

@@ -1,0 +1,94 @@
+"""Mini-SegNet (Tsinghua SATLab, DCASE 2022/2023; report 003, submission 2), before and after pruning.
+
+Report 003 (Section 2.2, Figure 2): an encoder of two conv blocks (one 2x3 conv, then two), each
+conv followed by normalisation, ReLU and a max-pool; a decoder of two DeConv blocks (up-sampling,
+then two convs; up-sampling, then one conv), each conv followed by BN and ReLU; then dense, dropout,
+dense. 276,490 parameters; structured pruning that removes 70 % of the filters leaves 46,232
+parameters and 19.466 M MACs (3 x 256 x 36 input).
+
+Figure 2's widths are not in the text; ``WIDTHS``, ``PRUNED_WIDTHS`` and the dense width are
+tinyasc's (see docs/models/tsinghua_003.md). A pruned network is this class with narrower widths.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from tinyasc.errors import TinyAscError
+from tinyasc.models.blocks import ConvNormAct
+from tinyasc.models.fsmobilenet import TSINGHUA_FRONTEND
+from tinyasc.models.registry import register_model
+
+# Layer order of Section 2.2, block by block: "conv" is a 2x3 conv + BN + ReLU whose width is the
+# next entry of ``widths``, "pool" a 2x2 max-pool, "up" a 2x nearest up-sampling.
+LAYOUT = [
+    ["conv", "pool"],  # encoder block 1
+    ["conv", "pool", "conv", "pool"],  # encoder block 2
+    ["up", "conv", "conv"],  # decoder block 1 (DeConv)
+    ["up", "conv"],  # decoder block 2 (DeConv)
+]
+WIDTHS = (48, 96, 128, 96, 48, 48)  # before pruning: 464 filters
+PRUNED_WIDTHS = (15, 29, 37, 28, 15, 15)  # 139 of the 464 filters kept (70.0 % removed), 29-31 % per layer
+DENSE_UNITS = 1024  # hidden units of the first dense layer; filter pruning does not narrow it
+
+
+def same_conv(in_channels: int, out_channels: int, kernel_size: tuple[int, int]) -> nn.Sequential:
+    """Conv + BN + ReLU keeping the map size (Keras 'same'): an even kernel pads its extra row at the end.
+
+    The padding is an explicit ZeroPad2d because int8 conv kernels do not take padding="same".
+    """
+    (kh, kw) = kernel_size
+    pads = (kw - 1) // 2, kw - 1 - (kw - 1) // 2, (kh - 1) // 2, kh - 1 - (kh - 1) // 2  # left, right, top, bottom
+    return nn.Sequential(nn.ZeroPad2d(pads), ConvNormAct(in_channels, out_channels, kernel_size, padding=0))
+
+
+class MiniSegNet(nn.Module):
+    def __init__(self, n_classes: int = 10, in_channels: int = 3, widths=WIDTHS, dense_units: int = DENSE_UNITS,
+                 layout=None, kernel_size=(2, 3), pool_size=(2, 2), dropout: float = 0.5):
+        super().__init__()
+        layout = LAYOUT if layout is None else layout
+        ops = [op for block in layout for op in block]
+        unknown = sorted(set(ops) - {"conv", "pool", "up"})
+        if unknown:
+            raise TinyAscError(f"mini_segnet: layout has unknown layers {unknown}; use 'conv', 'pool', 'up'")
+        n_convs = ops.count("conv")
+        if len(widths) != n_convs or min(widths) < 1:
+            raise TinyAscError(f"mini_segnet: widths={tuple(widths)} must give {n_convs} positive conv widths "
+                               "(one per 'conv' in the layout)")
+        if dense_units < 1:
+            raise TinyAscError(f"mini_segnet: dense_units={dense_units} must be positive")
+        pool_size = tuple(pool_size)
+        stages, widths_left, cin = [], list(widths), in_channels
+        for block in layout:
+            layers = []
+            for op in block:
+                if op == "conv":
+                    layers.append(same_conv(cin, widths_left[0], tuple(kernel_size)))
+                    cin = widths_left.pop(0)
+                elif op == "pool":
+                    layers.append(nn.MaxPool2d(pool_size))
+                else:
+                    layers.append(nn.Upsample(scale_factor=pool_size, mode="nearest"))
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(
+            nn.Linear(cin, dense_units), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dense_units, n_classes))
+
+    def forward(self, x):
+        return self.classifier(self.pool(self.stages(x)).flatten(1))
+
+
+@register_model("mini_segnet", input_shape=(3, 256, 36), report="003",
+                title="Mini-SegNet before pruning (Tsinghua, DCASE 2023)",
+                report_params=276_490, report_macs=None, frontend=TSINGHUA_FRONTEND,
+                defaults=dict(widths=WIDTHS))
+def mini_segnet(n_classes: int = 10, in_channels: int = 3, **cfg) -> MiniSegNet:
+    return MiniSegNet(n_classes=n_classes, in_channels=in_channels, **cfg)
+
+
+@register_model("mini_segnet_pruned", input_shape=(3, 256, 36), report="003",
+                title="Mini-SegNet, 70 % of the filters pruned (Tsinghua, DCASE 2023)",
+                report_params=46_232, report_macs=19_466_000, frontend=TSINGHUA_FRONTEND,
+                defaults=dict(widths=PRUNED_WIDTHS))
+def mini_segnet_pruned(n_classes: int = 10, in_channels: int = 3, **cfg) -> MiniSegNet:
+    return MiniSegNet(n_classes=n_classes, in_channels=in_channels, **cfg)
