@@ -36,7 +36,7 @@ def same_conv(in_channels: int, out_channels: int, kernel_size: tuple[int, int])
 
     The padding is an explicit ZeroPad2d because int8 conv kernels do not take padding="same".
     """
-    (kh, kw) = kernel_size
+    kh, kw = kernel_size
     pads = (kw - 1) // 2, kw - 1 - (kw - 1) // 2, (kh - 1) // 2, kh - 1 - (kh - 1) // 2  # left, right, top, bottom
     return nn.Sequential(nn.ZeroPad2d(pads), ConvNormAct(in_channels, out_channels, kernel_size, padding=0))
 
