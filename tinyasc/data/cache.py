@@ -47,10 +47,13 @@ def default_cache_root() -> Path:
 
 def cache_key(paths: list[Path], sample_rate: int, n_samples: int, dtype: str) -> str:
     h = hashlib.sha256(json.dumps([CACHE_VERSION, sample_rate, n_samples, dtype]).encode())
+    real_dirs: dict[Path, str] = {}  # each folder resolved once: one realpath per file costs seconds at scale
     for p in paths:
+        if p.parent not in real_dirs:
+            real_dirs[p.parent] = os.path.realpath(p.parent)
         try:
             st = p.stat()
-            h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(f"{real_dirs[p.parent]}/{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         except OSError:
             h.update(f"{p}\0missing\n".encode())
     return h.hexdigest()[:24]
@@ -108,7 +111,7 @@ def _build_lock(path: Path):
 
 
 def _build(folder, key, paths, sample_rate, n_samples, dtype, workers, progress) -> None:
-    if folder.exists():  # stale or damaged: replaced only once the new one is complete
+    if folder.exists():  # stale or damaged: removed; the new one appears only once complete
         shutil.rmtree(folder, ignore_errors=True)
     tmp = folder.parent / f".building-{key}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()

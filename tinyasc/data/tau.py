@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -62,6 +63,7 @@ class TauFolder:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise TinyAscError(f"{self.root}: data folder does not exist")
+        self._real_root, self._real_dirs = os.path.realpath(self.root), {}
         meta_path = self.root / "meta.csv"
         self.clips: dict[str, Clip] = {}
         for rec in _read_tsv(meta_path, ("filename", "scene_label")):
@@ -76,10 +78,21 @@ class TauFolder:
         self.classes = sorted({c.label for c in self.clips.values()})
 
     def _check_inside(self, source: Path, name: str) -> None:
-        root = self.root.resolve()
-        target = (root / name).resolve()
-        if Path(name).is_absolute() or not target.is_relative_to(root):
+        """Refuse a name whose real path (symbolic links followed) lies outside the dataset folder."""
+        folder, base = os.path.split(name)
+        if os.path.isabs(name) or base in ("", ".", ".."):
+            real = os.path.realpath(os.path.join(self._real_root, name))
+        else:  # at TAU scale, resolve each folder once and look at each file only for being a link
+            real = os.path.join(self._real_dir(folder), base)
+            if os.path.islink(real):
+                real = os.path.realpath(real)
+        if os.path.isabs(name) or os.path.commonpath([real, self._real_root]) != self._real_root:
             raise TinyAscError(f"{source}: path {name!r} escapes the dataset folder")
+
+    def _real_dir(self, folder: str) -> str:
+        if folder not in self._real_dirs:
+            self._real_dirs[folder] = os.path.realpath(os.path.join(self._real_root, folder))
+        return self._real_dirs[folder]
 
     def path(self, filename: str) -> Path:
         return self.root / filename

@@ -29,6 +29,7 @@ from tinyasc.data.datamodule import SceneDataModule
 from tinyasc.errors import TinyAscError
 from tinyasc.training.checkpoints import AtomicCheckpointIO, load_checkpoint
 from tinyasc.training.module import SceneClassifier
+from tinyasc.training.optim import METRIC_SCHEDULES
 
 
 def quiet_lightning() -> None:
@@ -67,7 +68,8 @@ def make_trainer(config: dict, run_dir: Path | None, progress: bool = True, fit:
                  has_val: bool = True) -> L.Trainer:
     t = config["trainer"]
     kwargs = dict(accelerator=t["accelerator"], devices=t["devices"] if fit else 1,
-                  strategy=t["strategy"] if fit else "auto", precision=t["precision"],
+                  num_nodes=t.get("num_nodes", 1) if fit else 1, strategy=t["strategy"] if fit else "auto",
+                  precision=t["precision"],
                   deterministic=t["deterministic"], enable_progress_bar=progress, enable_model_summary=False,
                   plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)  # EpochShuffle shards itself
     if not fit:
@@ -116,6 +118,9 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     dm = make_datamodule(config, progress=progress)
     dm.setup("fit")
     has_val = len(dm.sets["val"]) > 0
+    if not has_val and config["schedule"].get("name") in METRIC_SCHEDULES:
+        raise TinyAscError(f"schedule {config['schedule']['name']!r} follows a validation metric, but no validation "
+                           f"recordings are held out; set data.val_fraction > 0")
     module = SceneClassifier(config, dm.classes, dm.devices)
     if first:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -156,8 +161,3 @@ def write_json(data: dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2, default=float))
     os.replace(tmp, path)
-
-
-def torch_threads() -> None:
-    # Lightning leaves torch at its default; on small CPUs one thread per core is fastest.
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
