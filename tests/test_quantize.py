@@ -37,7 +37,9 @@ def test_ptq_holds_int8_weights_and_reports_their_true_bytes(run, tmp_path):
     weights = {n: t for n, t in parameter_tensors(q.network) if n.endswith(".weight")}
     convs = [n for n, m in artifact.float_network(q.record).named_modules() if isinstance(m, torch.nn.Conv2d)]
     assert sorted(weights) == sorted(f"{n}.weight" for n in convs)  # every conv became an int8 kernel
-    assert all(t.dtype == torch.qint8 for t in weights.values())
+    for t in weights.values():  # int8, one scale per output channel, symmetric (zero point 0)
+        assert t.dtype == torch.qint8 and t.qscheme() == torch.per_channel_affine
+        assert len(t.q_per_channel_scales()) == t.shape[0] and not t.q_per_channel_zero_points().any()
     # Bytes counted by hand: 1 per int8 weight, 4 per float32 value (biases, GRN gamma/beta).
     by_hand = sum(t.numel() * (1 if t.dtype == torch.qint8 else 4) for _, t in parameter_tensors(q.network))
     reported = info["compressed"]["complexity"]

@@ -22,7 +22,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("quantize", help="int8 (QAT or post-training) or fp16 copy of a trained model, evaluated",
                        description="Quantise a trained float model and compare it with the float model on the "
                                    "same test clips. qat: fine-tune with fake int8 (report 001: 24 epochs, LR 5e-5 "
-                                   "falling linearly to 10%% by epoch 16); ptq: calibrate on training clips; fp16: "
+                                   "falling linearly to 10% by epoch 16); ptq: calibrate on training clips; fp16: "
                                    "half precision. Conv+BN(+ReLU) are fused, weights int8 per channel (x86 "
                                    "backend); layers without int8 kernels (GRN) stay float and are listed.")
     p.add_argument("model", help="run folder, checkpoint or float tinyasc model file (e.g. a pruned one)")
@@ -62,9 +62,10 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("export", help="ONNX export of a float or int8 model, checked with ONNX Runtime",
                        description="Export the network (log-mel features in, logits out) to ONNX and compare "
                                    "ONNX Runtime with PyTorch on the test clips: float logits within 1e-4 x "
-                                   "max(1, |logit|), int8 within 3 output quantisation steps, same predictions.")
+                                   "max(1, |logit|), int8 within 3 more output quantisation steps, same predictions "
+                                   "except on near ties.")
     p.add_argument("model", help="run folder, checkpoint or tinyasc model file")
-    p.add_argument("--out", help="ONNX file (default: next to the model, .onnx)")
+    p.add_argument("--out", help="ONNX file (default RUN/compressed/<name>.onnx)")
     p.add_argument("--no-check", action="store_true", help="skip the comparison on the test set")
     _common(p)
 
@@ -183,12 +184,12 @@ def cmd_ensemble(args) -> int:
 
 def cmd_export(args) -> int:
     from tinyasc.deploy.inference import datamodule_for
-    from tinyasc.deploy.loading import load_predictor, read_model_file
+    from tinyasc.deploy.loading import predictor_from_record, read_model_file, run_dir_of
     from tinyasc.deploy.onnx_export import OnnxPredictor, check_onnx, export_onnx
 
-    predictor = load_predictor(args.model)
-    _, _, file = read_model_file(args.model)
-    out = export_onnx(predictor, args.out or file.with_suffix(".onnx"))
+    record, _, file = read_model_file(args.model)
+    predictor = predictor_from_record(record, str(file))
+    out = export_onnx(predictor, args.out or run_dir_of(file) / "compressed" / f"{file.stem}.onnx")
     info = {"output": str(out), "bytes_on_disk": out.stat().st_size}
     text = f"wrote {out} ({out.stat().st_size:,} bytes)"
     if not args.no_check:

@@ -52,7 +52,8 @@ class Ensemble:
         if len(self.weights) != len(members):
             raise TinyAscError(f"{source}: {len(self.weights)} weights for {len(members)} models")
         self.classes, self.devices, self.config = first.classes, first.devices, first.config
-        self.sample_rate, self.duration, self.precision = first.sample_rate, first.duration, "mixed"
+        self.sample_rate, self.duration = first.sample_rate, first.duration
+        self.precision = "+".join(sorted({m.precision for m in members}))
 
     @classmethod
     def from_record(cls, record: dict, source: str = "ensemble") -> "Ensemble":
@@ -118,10 +119,9 @@ class Ensemble:
                 slot.update(v)
         if extra:
             by_dtype.setdefault("fp32", Counter()).update({"params": extra, "bytes": 4 * extra})
-        precisions = sorted({p["precision"] for p in parts})
         result = summarise(sum(p["params"] for p in parts) + extra, sum(p["macs"] for p in parts),
                            sum(p["bytes"] for p in parts) + 4 * extra, {k: dict(v) for k, v in by_dtype.items()},
-                           sum(p["qparams"] for p in parts), "+".join(precisions),
+                           sum(p["qparams"] for p in parts), self.precision,
                            [s for p in parts for s in p["input_shapes"]])
         result["members"] = parts
         return result

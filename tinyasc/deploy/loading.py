@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from tinyasc.audio.features import MelFrontEnd
-from tinyasc.compress import artifact
 from tinyasc.complexity import MAX_BYTES, MAX_MACS, torchinfo_counts
+from tinyasc.compress import artifact
 from tinyasc.compress.size import stored_sizes
 from tinyasc.errors import TinyAscError
 

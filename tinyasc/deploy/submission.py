@@ -117,12 +117,28 @@ def _augmentations(config: dict) -> str:
     return ", ".join(names) or "none"
 
 
+def _networks(record: dict):
+    if record["kind"] == "ensemble":
+        for member in record["members"]:
+            yield from _networks(member)
+    else:
+        yield record
+
+
+def _compression(predictor) -> str:
+    records = list(_networks(predictor.record))
+    steps = sorted({"structured pruning" for r in records if r.get("shapes")}
+                   | {f"{r['precision']} {'QAT' if r.get('mode') == 'qat' else 'conversion'}"
+                      for r in records if r["precision"] != "fp32"})
+    return ", ".join(steps) or "none"
+
+
 def system_description(predictor) -> dict:
     config = predictor.config
     return {"input_sampling_rate": f"{config['frontend']['sample_rate'] / 1000:g}kHz",
             "acoustic_features": "log-mel energies", "data_augmentation": _augmentations(config),
             "machine_learning_method": predictor.describe(), "external_data_usage": "none",
-            "model_compression": getattr(predictor, "precision", "fp32")}
+            "model_compression": _compression(predictor)}
 
 
 def write_submission(models: list, label: str, out_dir: str | Path, eval_dir=None, data_dir=None,
