@@ -88,27 +88,27 @@ def cmd_train(args) -> int:
     from tinyasc import config as cfgmod
     from tinyasc.training.run import train
 
-    overrides = []
     if args.resume and not args.out:
         raise TinyAscError("--resume needs --out RUN_FOLDER (the run to continue)")
     if args.seeds < 1 or (args.seeds > 1 and args.resume):
         raise TinyAscError(f"--seeds {args.seeds}: give N >= 1, and resume one seed's run with --out RUN/seed<k>")
-    base = None
+    base, first = None, []
     if args.resume:
-        base = cfgmod.load_yaml(Path(args.out) / "config.yaml")
-        base = cfgmod.merge(cfgmod.DEFAULTS, base)
+        base = cfgmod.merge(cfgmod.DEFAULTS, cfgmod.load_yaml(Path(args.out) / "config.yaml"))
     elif not args.config and not args.data:
-        overrides.append(cfgmod.QUICKSTART)
-    flags = {"model.name": args.model, "data.dir": args.data, "data.split": args.split,
-             "trainer.epochs": args.epochs, "trainer.batch_size": args.batch_size, "seed": args.seed,
-             "trainer.devices": args.devices, "data.skip_bad_files": True if args.skip_bad_files else None}
-    for key, value in flags.items():
-        if value is not None:
-            overrides.append(cfgmod.parse_override(f"{key}={value}"))
+        first.append(cfgmod.QUICKSTART)
+    config = cfgmod.resolve(None if args.resume else args.config, first, base=base)
+    if args.model:  # a model brings its report's front end; --set can still change any of it
+        from tinyasc.models import get_spec
+
+        config["model"] = {"name": args.model, "args": {}}
+        config["frontend"] = cfgmod.merge(cfgmod.DEFAULTS["frontend"], get_spec(args.model).frontend)
+    flags = {"data.dir": args.data, "data.split": args.split, "trainer.epochs": args.epochs,
+             "trainer.batch_size": args.batch_size, "seed": args.seed, "trainer.devices": args.devices,
+             "data.skip_bad_files": True if args.skip_bad_files else None}
+    overrides = [cfgmod.parse_override(f"{key}={value}") for key, value in flags.items() if value is not None]
     overrides += [cfgmod.parse_override(o) for o in args.overrides]
-    config = cfgmod.resolve(None if args.resume else args.config, overrides, base=base)
-    if args.model:
-        config["model"]["args"] = {}
+    config = cfgmod.resolve(None, overrides, base=config)
     out = Path(args.out or f"runs/{config['model']['name']}-{datetime.now():%Y%m%d-%H%M%S}")
     if args.seeds > 1:
         return train_seeds(config, out, args.seeds, progress=not args.no_progress)

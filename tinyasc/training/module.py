@@ -2,7 +2,7 @@
 
 The front end is an nn.Module inside the LightningModule, so features are computed on the training
 device. Validation and test outputs are gathered across processes and de-duplicated by clip id
-(DistributedSampler pads ranks with repeated clips), so metrics count every clip exactly once.
+(under DDP a padded shard repeats clips), so metrics count every clip exactly once.
 """
 from __future__ import annotations
 
