@@ -18,7 +18,7 @@ def run(capsys, *argv):
 
 def test_synth_train_evaluate_predict(tmp_path, capsys):
     data, out = tmp_path / "synth", tmp_path / "run"
-    assert run(capsys, "synth", str(data), "--clips", "240", "--seed", "1")[0] == 0
+    assert run(capsys, "synth", str(data), "--clips", "360", "--seed", "1")[0] == 0
     code, text, _ = run(capsys, "train", "--data", str(data), "--epochs", "1", "--batch-size", "32", "--out", str(out),
                         "--no-progress", "--set", "schedule.warmup_steps=2")
     assert code == 0 and "macro class-wise accuracy" in text and "unseen devices" in text
