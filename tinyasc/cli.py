@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("predict", help="scene label and class probabilities for audio files")
-    p.add_argument("checkpoint", help="checkpoint file or run folder")
+    p.add_argument("checkpoint", help="run folder, checkpoint, or a quantized/pruned/ensemble model file")
     p.add_argument("files", nargs="+", help="audio files (wav/flac, any rate and channel count)")
     p.add_argument("--json", action="store_true")
 
@@ -170,11 +170,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from tinyasc.deploy.loading import load_predictor
     from tinyasc.deploy.predict import predict_files
-    from tinyasc.evaluation.evaluate import load_module, resolve_checkpoint
 
-    module = load_module(resolve_checkpoint(args.checkpoint)[0])
-    results = predict_files(module, args.files)
+    results = predict_files(load_predictor(args.checkpoint), args.files)  # checkpoints, compressed files, ensembles
     if args.json:
         print(json.dumps(results, indent=2))
     else:
