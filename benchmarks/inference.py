@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def train_baseline(out: Path, clips: int, epochs: int, progress: bool) -> Path:
     from tinyasc import config as cfgmod
-    from tinyasc.training.run import train
+    from tinyasc.experiment import train
 
     from tinyasc.data import synthetic
 
@@ -47,7 +47,7 @@ def train_baseline(out: Path, clips: int, epochs: int, progress: bool) -> Path:
 
 
 def score(predictor, dm) -> dict:
-    from tinyasc.deploy.inference import evaluate_predictor
+    from tinyasc.evaluation.evaluate import evaluate_predictor
 
     m = evaluate_predictor(predictor, dm, "test")
     return {"macro_accuracy": m["macro_accuracy"], "log_loss": m["log_loss"], "complexity": predictor.complexity()}
@@ -56,9 +56,9 @@ def score(predictor, dm) -> dict:
 def compress_all(run: Path, out: Path, qat_epochs: int, progress: bool) -> tuple[dict, dict]:
     """Every compression step of the run; returns (accuracy rows, model files)."""
     from tinyasc.compress.prune import prune_model
-    from tinyasc.compress.quantize_run import quantize_model
-    from tinyasc.deploy.inference import datamodule_for
-    from tinyasc.deploy.loading import load_predictor
+    from tinyasc.compress.quantize import quantize_model
+    from tinyasc.data.build import datamodule_for
+    from tinyasc.modelfile import load_predictor
     from tinyasc.deploy.onnx_export import OnnxPredictor, check_onnx, export_onnx
 
     files = {"float fp32": run, "post-training int8": out / "ptq.pt", "QAT int8": out / "qat.pt",
@@ -69,7 +69,7 @@ def compress_all(run: Path, out: Path, qat_epochs: int, progress: bool) -> tuple
     prune_model(run, ratio=0.25, steps=2, finetune_epochs=1, out=files["pruned fp32"], progress=progress)
     quantize_model(files["pruned fp32"], "ptq", out=files["pruned + post-training int8"], progress=progress)
     float_pred = load_predictor(run)
-    dm = datamodule_for(float_pred, stage="test")
+    dm = datamodule_for(float_pred.config, stage="test")
     rows = {name: score(load_predictor(path), dm) for name, path in files.items()}
     for name, source in (("ONNX Runtime fp32", "float fp32"), ("ONNX Runtime int8", "QAT int8")):
         pred = load_predictor(files[source])
@@ -95,7 +95,7 @@ def throughput(engines: dict, feats: torch.Tensor, rounds: int, repeat: int) -> 
 
 
 def measure_speed(files: dict, batch: int, threads: int, rounds: int, repeat: int) -> dict:
-    from tinyasc.deploy.loading import load_predictor
+    from tinyasc.modelfile import load_predictor
     from tinyasc.deploy.onnx_export import OnnxPredictor
 
     f32, i8 = load_predictor(files["float fp32"]), load_predictor(files["QAT int8"])

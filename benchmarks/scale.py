@@ -45,7 +45,7 @@ from tinyasc.data import synthetic  # noqa: E402
 from tinyasc.data.datamodule import SceneDataModule  # noqa: E402
 from tinyasc.data.tau import TauFolder  # noqa: E402
 from tinyasc.training.module import SceneClassifier  # noqa: E402
-from tinyasc.training.run import quiet_lightning  # noqa: E402
+from tinyasc.training.trainer import quiet_lightning  # noqa: E402
 
 TAU22_TRAIN, TAU22_TEST = 139_620, 29_680
 

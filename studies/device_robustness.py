@@ -7,7 +7,7 @@ Part 2: a small student (the baseline at half width) trained with and without kn
 distillation from a larger teacher (CP-Mobile, 127 k params), whose logits are precomputed once.
 
 Every number is a mean (and standard deviation) over seeds; each run is an ordinary
-``tinyasc.training.run.train`` run folder under --out, and a run already finished there is reused,
+``tinyasc.experiment.train`` run folder under --out, and a run already finished there is reused,
 so an interrupted study continues where it stopped. See studies/README.md for the measured table.
 
     python studies/device_robustness.py --out runs/device_robustness
@@ -26,7 +26,7 @@ import torch
 from tinyasc import config as cfgmod
 from tinyasc.data import synthetic
 from tinyasc.training.distill import precompute_teacher_logits
-from tinyasc.training.run import train
+from tinyasc.experiment import train
 
 # A smaller input than the baseline's 256 x 65 (64 mels, 64 ms window, 31 ms hop: 64 x 33), so that
 # the 20-odd runs fit a shared two-core CPU; sample rate, mel scale and log are the baseline's.

@@ -3,7 +3,7 @@ import pytest
 import soundfile as sf
 
 from tinyasc.audio.io import fit_length, load_audio, read_audio
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
 
 
 def tone(rate, freq=1000.0, seconds=1.0, channels=1):

@@ -8,7 +8,7 @@ from tinyasc.augment import build_augmentations, list_augmentations
 from tinyasc.augment.device_ir import convolve, load_ir_folder, synthetic_device_irs
 from tinyasc.augment.pitch import pitch_shift
 from tinyasc.augment.spectrogram import warp_axis
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
 
 SR = 32000
 SHARED_DIRS = "../shared/dirs"

@@ -7,7 +7,7 @@ import soundfile as sf
 from tinyasc.audio.io import load_audio
 from tinyasc.data import cache as cache_mod
 from tinyasc.data.cache import load_or_build
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
 
 
 @pytest.fixture

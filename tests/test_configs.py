@@ -8,11 +8,12 @@ import pytest
 
 from tinyasc import config as cfgmod
 from tinyasc.cli import main
-from tinyasc.models import get_spec, list_models
+from tinyasc.models import get_spec, input_shape, list_models
 from tinyasc.training.module import SceneClassifier
-from tinyasc.training.run import make_datamodule, quiet_lightning
+from tinyasc.data.build import make_datamodule
+from tinyasc.training.trainer import quiet_lightning
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = cfgmod.RECIPES
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 SYSTEMS = {"ghost_bc_res2net", "mobileformer_kt", "moflenet57", "cp_resnet59", "bc_resnet_c80", "bc_resnet_c40",
            "mobilenetv2_ca", "mini_segnet", "fsmobilenet", "dcase24_baseline_unisa", "dcase24_baseline"}
@@ -43,7 +44,7 @@ def test_config_describes_itself_and_uses_its_models_front_end(path):
     spec = get_spec(config["model"]["name"])
     assert config["frontend"] == {**cfgmod.DEFAULTS["frontend"], **spec.frontend}
     module = SceneClassifier(config, ["airport", "bus", "park"], ["a", "b", "s4"])
-    assert module.frontend.out_channels == spec.input_shape[0]
+    assert module.frontend.out_channels == input_shape(config["model"]["name"])[1]
 
 
 def fit_steps(config: dict, tau_dir, tmp_path, steps: int = 1) -> tuple[SceneClassifier, L.Trainer]:

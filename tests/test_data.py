@@ -5,7 +5,7 @@ import pytest
 
 from tinyasc.data.datamodule import SceneDataModule, holdout_recordings
 from tinyasc.data.tau import TauFolder
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
 
 
 def test_folder_reads_classes_devices_and_splits(tau_dir):

@@ -8,12 +8,13 @@ import torch
 
 from conftest import write_tau_folder
 from tinyasc import config as cfgmod
-from tinyasc.compress import artifact
-from tinyasc.deploy.ensemble import Ensemble, average_weights, fit_linear
-from tinyasc.deploy.loading import Predictor, load_predictor
-from tinyasc.errors import TinyAscError
+from tinyasc.modelfile import format as artifact
+from tinyasc.compress.ensemble import average_weights, fit_linear
+from tinyasc.modelfile import Ensemble
+from tinyasc.modelfile import Predictor, load_predictor
+from tinyasc.base.errors import TinyAscError
 from tinyasc.models import create_model
-from tinyasc.training.run import train
+from tinyasc.experiment import train
 
 CLASSES = ["airport", "bus", "park"]
 

@@ -10,13 +10,14 @@ import torch
 
 from conftest import tone_clip, write_tau_folder
 from tinyasc import config as cfgmod
-from tinyasc.compress.quantize_run import quantize_model
-from tinyasc.deploy.inference import datamodule_for, evaluate_predictor
-from tinyasc.deploy.loading import load_predictor
+from tinyasc.compress.quantize import quantize_model
+from tinyasc.data.build import datamodule_for
+from tinyasc.evaluation.evaluate import evaluate_predictor
+from tinyasc.modelfile import load_predictor
 from tinyasc.deploy.onnx_export import OnnxPredictor, check_onnx, export_onnx, session
 from tinyasc.deploy.timeline import moving_average
-from tinyasc.errors import TinyAscError
-from tinyasc.training.run import train
+from tinyasc.base.errors import TinyAscError
+from tinyasc.experiment import train
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def test_float_onnx_matches_pytorch_on_the_test_set(run, tmp_path):
     path = export_onnx(p, tmp_path / "f.onnx")
     onnx.checker.check_model(onnx.load(path))
     o = OnnxPredictor(p, path)
-    check = check_onnx(p, o, datamodule_for(p, stage="test").test_dataloader())
+    check = check_onnx(p, o, datamodule_for(p.config, stage="test").test_dataloader())
     assert check["ok"] and check["clips"] == 36 and check["prediction_mismatches"] == 0
     assert check["max_abs_diff"] <= 1e-4 * max(1.0, check["max_abs_diff"])
     for batch in (1, 5):  # the batch axis is dynamic
@@ -56,7 +57,7 @@ def test_int8_onnx_carries_the_int8_model_and_agrees(run, tmp_path):
     dequantized = [tensors[n.input[0]] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in tensors]
     int8_weights = sum(int(np.prod(t.dims)) for t in dequantized if t.data_type == onnx.TensorProto.INT8)
     assert int8_weights == q.complexity()["bytes_by_dtype"]["int8"]["params"]  # PyTorch's int8 weights, as stored
-    check = check_onnx(q, OnnxPredictor(q, path), datamodule_for(q, stage="test").test_dataloader())
+    check = check_onnx(q, OnnxPredictor(q, path), datamodule_for(q.config, stage="test").test_dataloader())
     assert check["ok"] and check["decisive_mismatches"] == 0
     assert "+ 3 output steps of" in check["tolerance_rule"]
     # ONNX Runtime runs it as fused int8 kernels, not as float convolutions.
@@ -81,7 +82,7 @@ def test_fp16_export_refused_and_cli_export(run, tmp_path, capsys):
 
 def test_batched_inference_matches_the_lightning_evaluation(run):
     p = load_predictor(run)
-    metrics = evaluate_predictor(p, datamodule_for(p, stage="test"), "test")
+    metrics = evaluate_predictor(p, datamodule_for(p.config, stage="test"), "test")
     saved = json.loads((run / "metrics.json").read_text())
     assert metrics["n"] == saved["n"] and metrics["macro_accuracy"] == pytest.approx(saved["macro_accuracy"])
     assert metrics["log_loss"] == pytest.approx(saved["log_loss"], abs=1e-5)

@@ -4,11 +4,13 @@ import torch
 import torch.nn.functional as F
 
 from tinyasc import config as cfgmod
-from tinyasc.errors import TinyAscError
-from tinyasc.training.distill import lookup_table, main as distill_main
+from tinyasc.base.errors import TinyAscError
+from tinyasc.cli import main as cli_main
+from tinyasc.training.distill import lookup_table
 from tinyasc.training.losses import CrossEntropy, DistillationLoss, FocalLoss, build_loss
 from tinyasc.training.module import SceneClassifier
-from tinyasc.training.run import make_datamodule, train
+from tinyasc.data.build import make_datamodule
+from tinyasc.experiment import train
 
 QUIET = {"augment": {"waveform": [], "spectrogram": []}}
 
@@ -76,7 +78,7 @@ def test_distillation_from_checkpoints_and_from_a_precomputed_file(tau_dir, tmp_
     teacher = teacher_run(tau_dir, tmp_path)
     ckpt = str(teacher / "checkpoints" / "last.ckpt")
     logits_file = tmp_path / "teacher_logits.npz"
-    assert distill_main(["--teachers", str(teacher), ckpt, "--out", str(logits_file)]) == 0
+    assert cli_main(["teacher-logits", str(teacher), ckpt, "--out", str(logits_file), "--no-progress"]) == 0
 
     config = student_config(tau_dir, {"weight": 0.5, "temperature": 2.0, "teachers": [ckpt, ckpt]})
     dm = make_datamodule(config, progress=False)
@@ -86,7 +88,9 @@ def test_distillation_from_checkpoints_and_from_a_precomputed_file(tau_dir, tmp_
     student = SceneClassifier(config, dm.classes, dm.devices).train()
     wave, feats = batch[0], student.frontend(batch[0])
     from_checkpoints = student.teachers.probs(student, batch, wave, feats)
-    assert not any(p.requires_grad for t in student.teachers._loaded for p in t.parameters())
+    student_params = {id(p) for p in student.parameters()}
+    assert not from_checkpoints.requires_grad  # teachers run in inference mode: no gradient reaches them
+    assert not any(id(p) in student_params for t in student.teachers._loaded for p in t.network.parameters())
     assert all(not k.startswith("teachers") for k in student.state_dict())  # teachers stay out of checkpoints
 
     # The file holds the same (averaged) teacher logits per clip file name.

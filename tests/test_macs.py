@@ -7,8 +7,9 @@ from torch.nn import functional as F
 from torch.nn.utils import prune
 
 from tinyasc.complexity import torchinfo_counts
-from tinyasc.errors import TinyAscError
-from tinyasc.macs import count_macs, format_table, keras_counts, layer_macs, token_counts
+from tinyasc.base.errors import TinyAscError
+from tinyasc.complexity.conventions import keras_counts, token_counts
+from tinyasc.complexity.macs import count_macs, format_layer_table as format_table, layer_macs
 from tinyasc.models import create_model
 
 

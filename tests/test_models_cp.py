@@ -1,76 +1,34 @@
 """CP family (CP-Mobile, DCASE 2024 baseline, report 004's variant, CP-ResNet59, MofleNet57) against
-the reports' complexity tables and shapes."""
+the reports' tables and shapes, and what is specific to the family (BN folding, GRN, stride schedules)."""
 import pytest
 import torch
 from torch import nn
 
+from tinyasc.base.errors import TinyAscError
 from tinyasc.complexity import parameter_bytes, torchinfo_counts
-from tinyasc.errors import TinyAscError
-from tinyasc.models import create_model, get_spec
+from tinyasc.complexity.conventions import fold_batchnorm, folded_counts
+from tinyasc.models import create_model, get_spec, input_shape
 from tinyasc.models.blocks import ChannelShuffle
-from tinyasc.models.bn_fold import fold_batchnorm, folded_counts
 from tinyasc.models.cp_mobile import CPMobile
 from tinyasc.models.cp_resnet import CPResNet
 
-# What torchinfo measures the DCASE way on the registered input: any change here is an
-# architecture change and must be deliberate.
-DCASE_COUNTS = {
-    "dcase24_baseline": (61_148, 29_419_156),
-    "cp_mobile": (126_952, 31_684_180),
-    "dcase24_baseline_unisa": (61_160, 29_428_372),
-    "cp_resnet59": (58_360, 15_835_280),
-    "moflenet57": (60_440, 12_944_468),
-}
-MODELS = sorted(DCASE_COUNTS)
-
-
-def _shape(name):
-    return (1, *get_spec(name).input_shape)
-
-
-@pytest.mark.parametrize("name", MODELS)
-def test_dcase_counts_are_pinned(name):
-    assert torchinfo_counts(create_model(name), _shape(name)) == DCASE_COUNTS[name]
-
-
-@pytest.mark.parametrize("name", MODELS)
-def test_counts_match_report_within_tolerance(name):
-    spec = get_spec(name)
-    counter = spec.report_counter or torchinfo_counts
-    params, macs = counter(create_model(name), _shape(name))
-    assert abs(params / spec.report_params - 1) <= spec.param_tolerance, params
-    assert abs(macs / spec.report_macs - 1) <= spec.mac_tolerance, macs
+# Pinned counts, the report-tolerance check and the training step of every model: tests/test_model_zoo.py.
 
 
 def test_report_001_counted_the_bn_folded_models():
-    # Folding closes both residuals to < 0.3 % and makes the stated 117 k total come out.
-    resnet = folded_counts(create_model("cp_resnet59"), _shape("cp_resnet59"))
-    mofle = folded_counts(create_model("moflenet57"), _shape("moflenet57"))
-    assert resnet == (57_980, 15_992_344)
-    assert mofle == (58_862, 13_415_552)
+    # Folding closes both residuals to < 0.3 % (unfolded, the MACs are 1.0 % and 3.4 % off) and makes the
+    # stated 117 k total and 29.4 M MACs come out. The folded counts themselves are pinned in test_model_zoo.py.
+    counts = {name: (torchinfo_counts(create_model(name), input_shape(name)),
+                     folded_counts(create_model(name), input_shape(name))) for name in ("cp_resnet59", "moflenet57")}
+    for name, (plain, folded) in counts.items():
+        spec = get_spec(name)
+        assert spec.counting == "bn_fused"
+        assert folded[0] < plain[0]  # a folded BN keeps no parameters of its own
+        assert abs(folded[0] / spec.report_params - 1) < 0.003 and abs(folded[1] / spec.report_macs - 1) < 0.003
+        assert max(abs(plain[0] / spec.report_params - 1), abs(plain[1] / spec.report_macs - 1)) > 0.006
+    resnet, mofle = counts["cp_resnet59"][1], counts["moflenet57"][1]
     assert round((resnet[0] + mofle[0]) / 1000) == 117
     assert round((resnet[1] + mofle[1]) / 1e5) / 10 == 29.4
-
-
-@pytest.mark.parametrize("name", MODELS)
-def test_one_training_step_changes_weights(name):
-    torch.manual_seed(0)
-    model = create_model(name)
-    before = [p.detach().clone() for p in model.parameters()]
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    logits = model(torch.randn(2, *get_spec(name).input_shape))
-    assert logits.shape == (2, 10)
-    loss = nn.functional.cross_entropy(logits, torch.tensor([1, 7]))
-    assert torch.isfinite(loss)
-    loss.backward()
-    optimizer.step()
-    names = [n for n, _ in model.named_parameters()]
-    moved = {n for n, b, p in zip(names, before, model.parameters()) if not torch.equal(b, p)}
-    conv_weights = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    assert conv_weights <= moved
-    # A GRN shift feeding straight into conv + train-mode BN gets an exactly zero gradient; nothing else may stall.
-    stalled = set(names) - moved
-    assert all(n.endswith("grn.beta") for n in stalled), stalled
 
 
 def test_baseline_is_exactly_the_dcase_check_value():
@@ -80,11 +38,13 @@ def test_baseline_is_exactly_the_dcase_check_value():
 
 
 def test_cp_mobile_2023_uses_its_own_stride_schedule():
-    # With the 2024 baseline's schedule the same widths cost 53.17 M MACs.
-    assert torchinfo_counts(create_model("cp_mobile"), (1, 1, 256, 65))[1] == 31_684_180
+    # With the 2024 baseline's schedule the same widths cost 53.17 M MACs (its own: 31.68 M, pinned in
+    # test_model_zoo.py).
+    params, macs = torchinfo_counts(create_model("cp_mobile"), (1, 1, 256, 65))
     baseline_strides = {2: (1, 1), 3: (1, 2), 4: (2, 1)}
     assert torchinfo_counts(create_model("cp_mobile", strides=baseline_strides), (1, 1, 256, 65)) == (
-        126_952, 53_174_356)
+        params, 53_174_356)
+    assert macs < 32_000_000
 
 
 def test_unisa_variant_reproduces_the_reported_size_and_macs():
@@ -154,7 +114,7 @@ def test_bn_folding_keeps_the_function_and_drops_bn_parameters():
 
 @pytest.mark.parametrize("name", ["cp_mobile", "dcase24_baseline_unisa", "moflenet57"])
 def test_cp_mobile_family_scales_with_its_arguments(name):
-    shape = _shape(name)
+    shape = input_shape(name)
     params, macs = torchinfo_counts(create_model(name), shape)
     wider = torchinfo_counts(create_model(name, channels_multiplier=2.6), shape)
     deeper = torchinfo_counts(create_model(name, n_blocks=(3, 3, 2)), shape)
@@ -165,7 +125,7 @@ def test_cp_mobile_family_scales_with_its_arguments(name):
 
 
 def test_cp_resnet_scales_with_its_arguments():
-    shape = _shape("cp_resnet59")
+    shape = input_shape("cp_resnet59")
     params, macs = torchinfo_counts(create_model("cp_resnet59"), shape)
     wider = torchinfo_counts(create_model("cp_resnet59", channels_multiplier=2.0), shape)
     deeper_model = create_model("cp_resnet59", n_blocks=(2, 2, 2))

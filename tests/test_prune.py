@@ -9,11 +9,11 @@ from tinyasc import config as cfgmod
 from tinyasc.compress.channels import channel_groups, cut_group, filter_importance, prunable
 from tinyasc.compress.prune import prune_model, widths_of
 from tinyasc.complexity import torchinfo_counts
-from tinyasc.deploy.loading import load_predictor
-from tinyasc.errors import TinyAscError
+from tinyasc.modelfile import load_predictor
+from tinyasc.base.errors import TinyAscError
 from tinyasc.models import create_model
 from tinyasc.models.blocks import ChannelShuffle, ConvNormAct
-from tinyasc.training.run import train
+from tinyasc.experiment import train
 
 X = torch.randn(2, 1, 64, 33)
 

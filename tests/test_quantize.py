@@ -8,13 +8,13 @@ import torch
 
 from conftest import write_tau_folder
 from tinyasc import config as cfgmod
-from tinyasc.compress import artifact
-from tinyasc.compress.quantize_run import quantize_model
-from tinyasc.compress.size import parameter_tensors, stored_sizes
-from tinyasc.deploy.loading import load_predictor
-from tinyasc.errors import TinyAscError
+from tinyasc.modelfile import format as artifact
+from tinyasc.compress.quantize import quantize_model
+from tinyasc.complexity.stored import parameter_tensors, stored_sizes
+from tinyasc.modelfile import load_predictor
+from tinyasc.base.errors import TinyAscError
 from tinyasc.models.blocks import GRN
-from tinyasc.training.run import train
+from tinyasc.experiment import train
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_ptq_holds_int8_weights_and_reports_their_true_bytes(run, tmp_path):
 
 
 def test_qat_finetunes_with_the_report_schedule(run, tmp_path):
-    from tinyasc.compress.finetune import linear_decay
+    from tinyasc.training.optim import linear_decay
 
     info = quantize_model(run, "qat", out=tmp_path / "qat.pt", epochs=1, progress=False)
     assert info["recipe"]["lr"] == 5e-5 and info["recipe"]["schedule"]["decay_epochs"] == pytest.approx(16 / 24)
@@ -108,3 +108,33 @@ def test_cli_quantize_prints_float_and_int8_side_by_side(run, tmp_path, capsys):
     assert info["output"] == str(out) and out.is_file()
     assert {"macro_accuracy", "log_loss", "complexity"} <= set(info["float"]) & set(info["compressed"])
     assert main(["quantize", str(tmp_path / "missing"), "--mode", "ptq"]) == 2
+
+
+def test_int8_model_and_ensemble_files_serve_as_distillation_teachers(run, tmp_path):
+    """Teachers load through the one model-file loader: a compressed model or an ensemble teaches as a
+    trained run does (the int8 one on the CPU, outside the student's graph)."""
+    from tinyasc.compress.ensemble import build_ensemble
+    from tinyasc.data.build import make_datamodule
+    from tinyasc.modelfile import Ensemble, Predictor
+    from tinyasc.training.module import SceneClassifier
+
+    quantize_model(run, "ptq", out=tmp_path / "ptq.pt", calib_batches=2, progress=False)
+    build_ensemble([run, tmp_path / "ptq.pt"], [0.5, 0.5], out=tmp_path / "ens.pt", progress=False)
+    teacher_config = load_predictor(run).config
+    for path, kind in ((tmp_path / "ptq.pt", Predictor), (tmp_path / "ens.pt", Ensemble)):
+        config = cfgmod.merge(teacher_config, {"loss": {"name": "cross_entropy", "distill": {
+            "weight": 0.5, "temperature": 2.0, "teachers": [str(path)]}}})
+        dm = make_datamodule(config, progress=False)
+        dm.setup("fit")
+        batch = next(iter(dm.train_dataloader()))
+        torch.manual_seed(0)
+        student = SceneClassifier(config, dm.classes, dm.devices).train()
+        loss = student.training_step(batch, 0)
+        loss.backward()  # the teacher's outputs are plain tensors the loss may keep
+        (teacher,) = student.teachers._loaded
+        assert isinstance(teacher, kind)
+        expected = torch.softmax(teacher.logits(batch[0].float()) / 2.0, 1)
+        wave = batch[0]
+        probs = student.teachers.probs(student, batch, wave, student.frontend(wave))
+        torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-4)
+        assert torch.isfinite(loss) and all(p.grad is not None for p in student.model.parameters())

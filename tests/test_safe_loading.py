@@ -9,8 +9,8 @@ import torch
 from tinyasc import config as cfgmod
 from tinyasc.cli import main
 from tinyasc.data.tau import TauFolder
-from tinyasc.errors import TinyAscError
-from tinyasc.evaluation.evaluate import load_module
+from tinyasc.base.errors import TinyAscError
+from tinyasc.modelfile import load_predictor as load_module
 from tinyasc.training.distill import lookup_table
 from tinyasc.training.module import SceneClassifier
 from tinyasc.training.optim import build_optimizer, build_schedule

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
 from tinyasc.training.optim import build_optimizer, build_schedule
 
 STEPS_PER_EPOCH = 10

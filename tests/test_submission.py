@@ -10,11 +10,12 @@ import yaml
 from conftest import write_tau_folder
 from tinyasc import config as cfgmod
 from tinyasc.deploy import dcase2025_api as api
-from tinyasc.deploy.inference import datamodule_for, evaluate_predictor
-from tinyasc.deploy.loading import load_predictor
+from tinyasc.data.build import datamodule_for
+from tinyasc.evaluation.evaluate import evaluate_predictor
+from tinyasc.modelfile import load_predictor
 from tinyasc.deploy.submission import read_output, write_submission
-from tinyasc.errors import TinyAscError
-from tinyasc.training.run import train
+from tinyasc.base.errors import TinyAscError
+from tinyasc.experiment import train
 
 LABEL = "Doe_TINY_task1_1"
 CLASSES = ["airport", "bus", "park"]
@@ -60,7 +61,7 @@ def test_submission_files_parse_back(runs, tmp_path):
         assert set(res["overall"]) == {"accuracy", "logloss"}
         assert sorted(res["class_wise"]) == CLASSES and sorted(res["device_wise"]) == ["a", "b", "s4"]
         p = load_predictor(model)
-        m = evaluate_predictor(p, datamodule_for(p, stage="test"), "test")
+        m = evaluate_predictor(p, datamodule_for(p.config, stage="test"), "test")
         assert res["overall"]["accuracy"] == pytest.approx(100 * m["macro_accuracy"], abs=0.01)
         assert res["overall"]["logloss"] == pytest.approx(m["macro_log_loss"], abs=1e-3)
         assert res["class_wise"]["bus"]["accuracy"] == pytest.approx(100 * m["per_class"]["bus"]["accuracy"], abs=0.01)

@@ -9,9 +9,9 @@ import soundfile as sf
 
 from tinyasc.data import synthetic
 from tinyasc.data.synthetic import DEFAULT_CLIPS, SPLITS, plan, synthesize
-from tinyasc.data.synthetic_devices import DEVICES, TEST_ONLY_DEVICES, TRAIN_DEVICES, device_response, record
-from tinyasc.data.synthetic_scenes import render_scene
-from tinyasc.errors import TinyAscError
+from tinyasc.data.synthetic.devices import DEVICES, TEST_ONLY_DEVICES, TRAIN_DEVICES, device_response, record
+from tinyasc.data.synthetic.scenes import render_scene
+from tinyasc.base.errors import TinyAscError
 
 CLASSES = ["airport", "bus", "metro", "metro_station", "park", "public_square", "shopping_mall",
            "street_pedestrian", "street_traffic", "tram"]

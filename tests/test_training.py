@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from tinyasc import config as cfgmod
-from tinyasc.errors import TinyAscError
-from tinyasc.evaluation.evaluate import load_module
-from tinyasc.training.run import train
+from tinyasc.base.errors import TinyAscError
+from tinyasc.modelfile import load_predictor as load_module
+from tinyasc.experiment import train
 
 
 def small_config(data_dir, epochs=2, **extra):

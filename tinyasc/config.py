@@ -1,19 +1,26 @@
-"""Run configuration: defaults, YAML files, command-line overrides.
+"""Run configuration: defaults, recipes, YAML files, overrides, and the rules that combine them.
 
-A config is a nested dict. ``resolve`` starts from DEFAULTS, merges a YAML file (safe loader) and
-then overrides such as ``trainer.epochs=2``; the result is saved as ``config.yaml`` in the run
-folder, which is what ``--resume``, ``evaluate`` and checkpoints use.
+A config is a nested dict. ``resolve`` starts from DEFAULTS, merges a recipe or YAML file (safe
+loader), the model's own front end, and then overrides such as ``trainer.epochs=2``; the result is
+saved as ``config.yaml`` in the run folder, which is what ``--resume``, ``evaluate`` and checkpoints
+use. The command line and the Python API both call ``resolve``, so they give the same config.
+
+Recipes (the seed systems' configs) ship inside the package, in ``tinyasc/configs``: ``--config
+NAME`` finds one by name from any folder, ``list_recipes`` lists them.
 """
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 import yaml
 
 from tinyasc.audio.features import DCASE24_FRONTEND
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
+from tinyasc.base.files import write_text
+from tinyasc.models.registry import frontend_config
+
+RECIPES = Path(__file__).parent / "configs"
 
 # The DCASE 2024 Task 1 baseline recipe (see shared reference findings, section 2).
 DEFAULTS: dict = {
@@ -34,7 +41,8 @@ DEFAULTS: dict = {
                 "strategy": "auto", "precision": "32-true", "deterministic": "warn", "log_every_n_steps": 10},
 }
 
-# The main job on the built-in synthetic set: a few epochs, a batch that suits a laptop CPU.
+# The main job on the built-in synthetic set: a few epochs, a batch that suits a laptop CPU. Applies
+# when neither a config file nor a dataset folder is given.
 QUICKSTART: dict = {"trainer": {"epochs": 6, "batch_size": 64}, "schedule": {"warmup_steps": 100}}
 
 
@@ -51,6 +59,27 @@ def merge(base: dict, update: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def list_recipes() -> dict[str, str]:
+    """{name: description} of the recipes shipped with tinyasc."""
+    out = {}
+    for path in sorted(RECIPES.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        out[path.stem] = " ".join(str(data.get("description", "")).split())
+    return out
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A config file path as given, else the packaged recipe of that name (``dcase24_baseline``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = RECIPES / f"{path.name.removesuffix('.yaml').removesuffix('.yml')}.yaml"
+    if path.parent == Path(".") or path.parts[:1] == ("configs",):  # a bare name, or the old configs/NAME.yaml
+        if packaged.is_file():
+            return packaged
+    raise TinyAscError(f"{path}: no such config file or packaged recipe; recipes: {', '.join(list_recipes())}")
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -95,12 +124,27 @@ def parse_override(text: str) -> dict:
 
 
 def resolve(config_file: str | Path | None = None, overrides: list[dict] | None = None,
-            base: dict | None = None) -> dict:
-    config = copy.deepcopy(base or DEFAULTS)
-    if config_file:
-        config = merge(config, load_yaml(config_file))
-    for update in overrides or []:
-        config = merge(config, update)
+            base: dict | None = None, model: str | None = None) -> dict:
+    """The config of a run: ``base`` (default DEFAULTS; a run's saved config when resuming), then the
+    recipe or YAML file, then ``model`` (that model with its report's front end), then ``overrides``
+    in order. Without a file, a base or a dataset folder, the run is the quick start on the built-in
+    synthetic set, and QUICKSTART comes before the overrides."""
+    config_file = find_recipe(config_file) if config_file else None
+
+    def build(first: list[dict]) -> dict:
+        config = copy.deepcopy(base or DEFAULTS)
+        if config_file:
+            config = merge(config, load_yaml(config_file))
+        if model:  # a model brings its report's front end; overrides can still change any of it
+            config["model"] = {"name": model, "args": {}}
+            config["frontend"] = merge(DEFAULTS["frontend"], frontend_config(model))
+        for update in [*first, *(overrides or [])]:
+            config = merge(config, update)
+        return config
+
+    config = build([])
+    if base is None and not config_file and not config["data"].get("dir"):
+        config = build([QUICKSTART])
     check_names(config, str(config_file or "config"))
     return config
 
@@ -126,7 +170,4 @@ def check_names(config: dict, source: str = "config") -> None:
 
 def save(config: dict, path: str | Path) -> None:
     """Write atomically, so an interrupted save never leaves half a config."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(config, sort_keys=False))

@@ -121,3 +121,9 @@ class MelFrontEnd(nn.Module):
 
     def n_frames(self, n_samples: int) -> int:
         return n_samples // self.hop_length + 1 - 2 * self.trim_frames
+
+    @torch.no_grad()
+    def output_shape(self, duration: float = 1.0) -> tuple[int, int, int, int]:
+        """Shape of the features of one clip of ``duration`` seconds: (1, channels, mel bins, frames).
+        Measured by running the front end, so it is what the model will really be given."""
+        return tuple(self(torch.zeros(1, int(round(duration * self.sample_rate)), device=self.window.device)).shape)

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:

@@ -16,7 +16,7 @@ from torch import nn
 
 from tinyasc.audio.io import load_audio
 from tinyasc.augment.registry import register_augmentation
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 

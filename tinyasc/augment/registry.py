@@ -1,29 +1,26 @@
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import nn
 
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
+from tinyasc.base.registry import Registry
 
 DOMAINS = ("waveform", "spectrogram", "frontend")
-_AUGMENTATIONS: dict[str, tuple[tuple[str, ...], type[nn.Module]]] = {}
+# Filled by the modules that define augmentations; importing this module first imports the package,
+# whose __init__ imports every built-in one.
+AUGMENTATIONS = Registry("augmentation")
 
 
 def register_augmentation(name: str, domain: str | tuple[str, ...]):
     """Class decorator; ``domain`` is "waveform", "spectrogram", "frontend", or a tuple (mixup works on both)."""
     domains = (domain,) if isinstance(domain, str) else tuple(domain)
 
-    def wrap(cls):
-        _AUGMENTATIONS[name] = (domains, cls)
-        return cls
-
-    return wrap
+    return AUGMENTATIONS.register(name, domains=domains)
 
 
 def list_augmentations(domain: str | None = None) -> list[str]:
-    return sorted(n for n, (d, _) in _AUGMENTATIONS.items() if domain is None or domain in d)
+    return [n for n in AUGMENTATIONS.names() if domain is None or domain in AUGMENTATIONS.meta(n)["domains"]]
 
 
 class AugmentChain(nn.Sequential):
@@ -56,20 +53,12 @@ def build_augmentations(entries: list[dict] | None, domain: str, **context) -> A
     """Build the listed augmentations; ``context`` (e.g. sample_rate) fills arguments an entry leaves out."""
     modules = []
     for entry in entries or []:
-        entry = dict(entry)
-        name = entry.pop("name", None)
-        if name not in _AUGMENTATIONS:
-            raise TinyAscError(f"unknown augmentation {name!r}; known: {', '.join(list_augmentations())}")
-        entry_domains, cls = _AUGMENTATIONS[name]
+        name = entry.get("name")
+        entry_domains = AUGMENTATIONS.meta(name)["domains"]
         if domain not in entry_domains:
             raise TinyAscError(f"augmentation {name!r} works on {' or '.join(entry_domains)}s; "
                                f"list it under augment.{entry_domains[0]}")
-        accepted = inspect.signature(cls).parameters
-        entry = {**{k: v for k, v in context.items() if k in accepted}, **entry}
-        try:
-            modules.append(cls(**entry))
-        except TypeError as exc:
-            raise TinyAscError(f"augmentation {name!r}: bad argument ({exc})") from None
+        modules.append(AUGMENTATIONS.build(entry, context=context))
     if domain == "frontend" and len(modules) > 1:
         raise TinyAscError("augment.frontend: list at most one filterbank augmentation")
     return AugmentChain(*modules)

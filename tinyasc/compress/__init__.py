@@ -1,9 +1,10 @@
-"""Model compression: int8 quantisation (QAT, post-training), fp16, structured channel pruning.
+"""Model compression: int8 (QAT, post-training), fp16, structured channel pruning, ensembles.
 
-- ``quantize``: torch.ao FX graph-mode int8 (x86 backend) and fp16 conversion.
+- ``quantize``: the recipes (report 001's QAT, calibration, fp16) over ``tinyasc.modelfile.int8``.
 - ``channels``: which channels a network can lose together, and the surgery that removes them.
 - ``prune``: iterative L1 filter pruning with fine-tuning after each step.
 - ``finetune``: the short Lightning fine-tuning runs both of them use.
-- ``size``: parameter values and bytes by storage dtype, for float, fp16 and int8 networks.
-- ``artifact``: saving and rebuilding compressed models without pickled code.
+- ``ensemble``: averaged or fitted linear combinations of any model files.
+
+Results are model files (``tinyasc.modelfile.format``), scored by the one evaluator.
 """

@@ -1,8 +1,9 @@
 """Channel groups: the channels a network can only lose together, and the surgery that removes them.
 
 The network is traced with torch.fx and every tensor's channel axis (dim 1) is followed through
-the graph. A conv (groups=1) or linear starts a new channel space; BN, GRN, activations, pooling
-and depthwise convs pass it on; an elementwise add/mul joins the spaces of its operands (a residual
+the graph. A conv (groups=1) or linear starts a new channel space; BN, blocks with declared
+per-channel parameters (``channel_params``, e.g. GRN), activations, pooling and depthwise convs
+pass it on; an elementwise add/mul joins the spaces of its operands (a residual
 shortcut couples a block's output with its input). Each joined space is a group: its producers'
 filters, its members' per-channel parameters and its consumers' input channels are cut together.
 
@@ -20,8 +21,8 @@ import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from tinyasc.errors import TinyAscError
-from tinyasc.models.blocks import GRN
+from tinyasc.base.errors import TinyAscError
+from tinyasc.modelfile.shapes import channel_width
 
 PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
                 nn.LeakyReLU, nn.ELU, nn.Identity, nn.Dropout, nn.Dropout2d, nn.AvgPool2d, nn.MaxPool2d,
@@ -48,9 +49,14 @@ class ChannelGroup:
         return tuple(self.producers)
 
 
+def has_channel_params(m: nn.Module) -> bool:
+    """A block that declares per-channel parameters (``channel_params``, channel axis 1), e.g. GRN."""
+    return bool(getattr(type(m), "channel_params", ()))
+
+
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m, qualname):
-        return isinstance(m, GRN) or super().is_leaf_module(m, qualname)
+        return has_channel_params(m) or super().is_leaf_module(m, qualname)
 
 
 class _Spaces:
@@ -164,8 +170,8 @@ def channel_groups(model: nn.Module, example: torch.Tensor) -> list[ChannelGroup
                 spaces.group(first).consumers.append(name)
                 space[node] = out_space(node)
                 spaces.group(space[node]).producers.append(name)
-            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d, GRN)) and first is not None:
-                if not isinstance(m, GRN) or m.gamma.shape[1] > 1:
+            elif (isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)) or has_channel_params(m)) and first is not None:
+                if not has_channel_params(m) or channel_width(m) > 1:  # a scalar-gamma GRN has nothing to cut
                     spaces.group(first).members.append(name)
                 space[node] = first
             elif isinstance(m, PASS_MODULES) and first is not None and _same_channels(node, inputs[0]):
@@ -253,8 +259,9 @@ def cut_group(model: nn.Module, group: ChannelGroup, keep: torch.Tensor) -> None
         if isinstance(m, nn.Conv2d):  # depthwise: one filter per channel
             m.weight, m.bias = _cut(m.weight, keep, 0), _cut(m.bias, keep, 0)
             m.in_channels = m.out_channels = m.groups = n
-        elif isinstance(m, GRN):
-            m.gamma, m.beta = _cut(m.gamma, keep, 1), _cut(m.beta, keep, 1)
+        elif has_channel_params(m):
+            for pname in type(m).channel_params:
+                setattr(m, pname, _cut(getattr(m, pname), keep, 1))
         else:
             m.weight, m.bias = _cut(m.weight, keep, 0), _cut(m.bias, keep, 0)
             if m.running_mean is not None:
@@ -269,52 +276,3 @@ def cut_group(model: nn.Module, group: ChannelGroup, keep: torch.Tensor) -> None
         else:
             m.in_features = n
     group.width = n
-
-
-# --- layer shapes: what a pruned network records so it can be rebuilt from its config --------------
-
-def layer_shapes(model: nn.Module) -> dict[str, dict]:
-    shapes = {}
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            shapes[name] = {"in": m.in_channels, "out": m.out_channels, "groups": m.groups}
-        elif isinstance(m, nn.Linear):
-            shapes[name] = {"in": m.in_features, "out": m.out_features}
-        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            shapes[name] = {"out": m.num_features}
-        elif isinstance(m, GRN):
-            shapes[name] = {"out": m.gamma.shape[1]}
-    return shapes
-
-
-def changed_shapes(model: nn.Module, reference: nn.Module) -> dict[str, dict]:
-    """Shapes of ``model``'s layers that differ from those of an unpruned ``reference``."""
-    ref = layer_shapes(reference)
-    return {name: s for name, s in layer_shapes(model).items() if ref.get(name) != s}
-
-
-def apply_shapes(model: nn.Module, shapes: dict[str, dict]) -> nn.Module:
-    """Resize ``model``'s layers to recorded ``shapes`` (values are loaded afterwards)."""
-    modules = dict(model.named_modules())
-    for name, s in shapes.items():
-        m = modules.get(name)
-        if m is None:
-            raise TinyAscError(f"pruned layer {name!r} does not exist in {type(model).__name__}")
-        out = s["out"]
-        if isinstance(m, nn.Conv2d):
-            m.in_channels, m.out_channels, m.groups = s["in"], out, s["groups"]
-            m.weight = nn.Parameter(torch.empty(out, s["in"] // s["groups"], *m.kernel_size))
-            m.bias = nn.Parameter(torch.empty(out)) if m.bias is not None else None
-        elif isinstance(m, nn.Linear):
-            m.in_features, m.out_features = s["in"], out
-            m.weight = nn.Parameter(torch.empty(out, s["in"]))
-            m.bias = nn.Parameter(torch.empty(out)) if m.bias is not None else None
-        elif isinstance(m, GRN):
-            m.gamma, m.beta = nn.Parameter(torch.empty(1, out, 1, 1)), nn.Parameter(torch.empty(1, out, 1, 1))
-        else:
-            m.num_features = out
-            if m.affine:
-                m.weight, m.bias = nn.Parameter(torch.empty(out)), nn.Parameter(torch.empty(out))
-            if m.track_running_stats:
-                m.running_mean, m.running_var = torch.zeros(out), torch.ones(out)
-    return model

@@ -13,28 +13,12 @@ import warnings
 import lightning as L
 from torch import nn
 
-from tinyasc.training.optim import SCHEDULES, register_schedule
+from tinyasc.training.module import SceneClassifier
+from tinyasc.training.trainer import quiet_lightning
 
 
-def linear_decay(total_steps: int, steps_per_epoch: int, final_ratio: float = 0.1, decay_epochs: float = 16):
-    """Peak learning rate at the first step, falling linearly to ``final_ratio`` of it by epoch
-    ``decay_epochs``, constant afterwards (report 001's QAT schedule)."""
-    decay_steps = max(1, int(round(decay_epochs * steps_per_epoch)))
-
-    def factor(step: int) -> float:
-        return 1.0 - (1.0 - final_ratio) * min(1.0, step / decay_steps)
-
-    return factor
-
-
-if "linear_decay" not in SCHEDULES:
-    register_schedule("linear_decay", linear_decay)
-
-
-def load_module(record: dict, network: nn.Module):
+def module_around(record: dict, network: nn.Module) -> SceneClassifier:
     """The run's LightningModule around ``network`` (its float network replaced)."""
-    from tinyasc.training.module import SceneClassifier
-
     hyper = record["hyper_parameters"]
     module = SceneClassifier(copy.deepcopy(hyper["config"]), hyper["classes"], hyper["devices"])
     module.model = network
@@ -43,8 +27,6 @@ def load_module(record: dict, network: nn.Module):
 
 def finetune(module, dm, epochs: int, lr: float, schedule: dict, progress: bool = True) -> None:
     """Train ``module`` for ``epochs`` on ``dm``'s training clips with a fresh optimiser."""
-    from tinyasc.training.run import quiet_lightning
-
     if epochs <= 0:
         return
     quiet_lightning()

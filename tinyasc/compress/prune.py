@@ -14,13 +14,17 @@ from pathlib import Path
 
 import torch
 
-from tinyasc.compress import artifact
-from tinyasc.compress.channels import changed_shapes, channel_groups, cut_group, filter_importance, prunable
-from tinyasc.compress.quantize_run import float_record
+from tinyasc.base.errors import TinyAscError
 from tinyasc.complexity import torchinfo_counts
-from tinyasc.deploy.inference import datamodule_for, evaluate_predictor, summary
-from tinyasc.deploy.loading import Predictor, run_dir_of
-from tinyasc.errors import TinyAscError
+from tinyasc.compress.channels import channel_groups, cut_group, filter_importance, prunable
+from tinyasc.compress.finetune import finetune, module_around
+from tinyasc.compress.quantize import float_record
+from tinyasc.data.build import datamodule_for
+from tinyasc.evaluation.evaluate import evaluate_predictor, summary
+from tinyasc.evaluation.plots import plt, save_figure
+from tinyasc.modelfile import Predictor, run_dir_of
+from tinyasc.modelfile import format as artifact
+from tinyasc.modelfile.shapes import changed_shapes
 
 MAX_RATE = 0.95  # every group keeps at least 5 % of its channels (and at least one)
 
@@ -75,8 +79,6 @@ def rate_for_params(model, original: dict, target: int, example) -> float:
 def prune_model(source, ratio: float | None = None, target_params: int | None = None, steps: int = 3,
                 finetune_epochs: int = 2, lr: float | None = None, out=None, data_dir=None,
                 progress: bool = True) -> dict:
-    from tinyasc.compress.finetune import finetune, load_module
-
     if (ratio is None) == (target_params is None):
         raise TinyAscError("prune: give exactly one of --ratio R or --target-params N")
     if ratio is not None and not 0 < ratio <= MAX_RATE:
@@ -89,9 +91,9 @@ def prune_model(source, ratio: float | None = None, target_params: int | None = 
     example = torch.zeros(artifact.input_shape(hyper["config"]))
     original = widths_of(network, example)
     rate = ratio if ratio is not None else rate_for_params(network, original, target_params, example)
-    module = load_module(record, network)
+    module = module_around(record, network)
     start = Predictor(record, str(file))
-    dm = datamodule_for(start, data_dir, "fit", progress)
+    dm = datamodule_for(start.config, data_dir, "fit", progress)
     stage = "val" if len(dm.sets["val"]) else "test"
     lr = lr if lr is not None else 0.1 * hyper["config"]["optim"]["lr"]
     schedule = {"name": "cosine_warmup", "warmup_steps": 0, "min_lr_ratio": 0.0}
@@ -130,8 +132,6 @@ def prune_model(source, ratio: float | None = None, target_params: int | None = 
 
 def plot_pruning(history: list[dict], path: Path, title: str = "", stage: str = "val") -> None:
     """Accuracy and parameters against pruning rate on twin axes (report 003, Figure 3)."""
-    from tinyasc.evaluation.plots import _save, plt
-
     rates = [100 * h["rate"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.plot(rates, [100 * h["macro_accuracy"] for h in history], "o-", color="tab:blue",
@@ -145,4 +145,4 @@ def plot_pruning(history: list[dict], path: Path, title: str = "", stage: str = 
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.legend(loc="lower left", bbox_to_anchor=(0.12, 0.15), fontsize=8)
-    _save(fig, Path(path))
+    save_figure(fig, path)

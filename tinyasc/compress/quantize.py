@@ -1,140 +1,94 @@
-"""Int8 quantisation (QAT and post-training) and fp16 conversion.
+"""``tinyasc quantize``: a trained float model to int8 (QAT or post-training) or fp16, evaluated.
 
-torch.ao FX graph mode: tracing finds every conv -> BN (-> ReLU) chain (how ``ConvNormAct`` is
-built) and fuses it into one int8 kernel, so there is no per-model fusion list; residual adds become
-int8 adds. Weights are int8 per output channel, activations uint8 per tensor, on the x86 backend
-(fbgemm + oneDNN, the successor of report 001's 'fbgemm' configuration). Modules without an int8
-kernel (GRN) are kept float: FX dequantises before them and quantises again after, and
-``float_islands`` names them.
+The int8 machinery (FX preparation, conversion, rebuilding) is ``tinyasc.modelfile.int8``; here are
+the recipes that use it: report 001's QAT, post-training calibration on training clips, fp16.
+
+The compressed model is saved as a recipe + weights file, then loaded back from that file and
+evaluated beside the float model on the same test clips, so the numbers printed are those of what
+was written.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from tinyasc.compress.size import is_int8_module
-from tinyasc.models.blocks import GRN
+from tinyasc.base.errors import TinyAscError
+from tinyasc.compress.finetune import finetune, module_around
+from tinyasc.data.build import datamodule_for
+from tinyasc.evaluation.evaluate import evaluate_predictor, summary
+from tinyasc.modelfile import Predictor, read_model_file, run_dir_of
+from tinyasc.modelfile import format as artifact
+from tinyasc.modelfile.int8 import calibrate, convert, float_islands, prepare
 
-BACKEND = "x86"
-FLOAT_MODULES = (GRN,)  # no int8 kernel: its norm over time-frequency runs in float
+MODES = ("qat", "ptq", "fp16")
 # Report 001, section 6: 24 epochs of QAT, peak LR 5e-5 falling linearly to 10 % by epoch 16.
 QAT_RECIPE = dict(epochs=24, lr=5e-5, final_lr_ratio=0.1, decay_epochs=16)
-
-
-@contextlib.contextmanager
-def quiet_ao():
-    """torch.ao.quantization warns on every call that it is deprecated in favour of torchao; the
-    API still works on torch 2.13 and torchao is not a dependency, so the notice is silenced."""
-    with warnings.catch_warnings():
-        for pattern in (".*torch.ao.quantization is deprecated.*", ".*reduce_range will be deprecated.*",
-                        ".*quantized tensor creation functions.*", ".*TypedStorage is deprecated.*",
-                        ".*must run observer before calling calculate_qparams.*"):
-            warnings.filterwarnings("ignore", message=pattern)
-        yield
-
-
-def _configs(qat: bool, fast_observers: bool = False):
-    from torch.ao.quantization import (MinMaxObserver, QConfig, default_per_channel_weight_observer,
-                                       get_default_qat_qconfig_mapping, get_default_qconfig_mapping)
-    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
-
-    mapping = (get_default_qat_qconfig_mapping if qat else get_default_qconfig_mapping)(BACKEND)
-    if fast_observers:  # same dtypes and schemes (so the same int8 graph), min/max instead of histograms
-        mapping.set_global(QConfig(activation=MinMaxObserver.with_args(reduce_range=True),
-                                   weight=default_per_channel_weight_observer))
-    for cls in FLOAT_MODULES:
-        mapping.set_object_type(cls, None)
-    # Not traced into: FX sees one call, leaves it float, and never quantises its internals.
-    custom = PrepareCustomConfig().set_non_traceable_module_classes(list(FLOAT_MODULES))
-    return mapping, custom
-
-
-def prepare(model: nn.Module, mode: str, example: torch.Tensor, fast_observers: bool = False) -> nn.Module:
-    """Fused copy of ``model`` with fake-quant (``qat``) or observers (``ptq``) inserted."""
-    from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
-
-    if mode not in ("qat", "ptq"):
-        raise ValueError(f"mode must be 'qat' or 'ptq', not {mode!r}")
-    torch.backends.quantized.engine = BACKEND
-    mapping, custom = _configs(qat=mode == "qat", fast_observers=fast_observers)
-    model = copy.deepcopy(model).cpu()
-    with quiet_ao():
-        if mode == "qat":
-            return prepare_qat_fx(model.train(), mapping, example_inputs=(example,), prepare_custom_config=custom)
-        return prepare_fx(model.eval(), mapping, example_inputs=(example,), prepare_custom_config=custom)
-
-
-@torch.no_grad()
-def calibrate(prepared: nn.Module, batches) -> int:
-    """Run feature batches through the observers; returns the number of clips seen."""
-    prepared.eval()
-    seen = 0
-    with quiet_ao():
-        for feats in batches:
-            prepared(feats)
-            seen += len(feats)
-    return seen
-
-
-def convert(prepared: nn.Module) -> nn.Module:
-    """The int8 network: observed ranges become scales, fused blocks int8 kernels."""
-    from torch.ao.quantization.quantize_fx import convert_fx
-
-    torch.backends.quantized.engine = BACKEND
-    with quiet_ao():
-        return convert_fx(copy.deepcopy(prepared).cpu().eval())
-
-
-def int8_skeleton(model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """An int8 network of ``model``'s structure, ready for ``load_state_dict`` of a saved one.
-
-    QAT and post-training conversion give the same graph (fused int8 kernels, same names), so one
-    recipe rebuilds both; the placeholder calibration only gives the observers a range (min/max
-    observers: histogram ones cost seconds and their ranges are overwritten anyway).
-    """
-    prepared = prepare(model, "ptq", example, fast_observers=True)
-    calibrate(prepared, [example])
-    return convert(prepared)
-
-
-def is_quantized(value) -> bool:
-    return isinstance(value, torch.Tensor) and value.is_quantized
-
-
-def float_islands(quantized: nn.Module) -> list[str]:
-    """Modules of an int8 graph that compute on float tensors between int8 parts (e.g. GRN)."""
-    graph = getattr(quantized, "graph", None)
-    if graph is None:
-        return []
-    modules = dict(quantized.named_modules())
-    int8_out: dict = {}
-    islands = []
-    for node in graph.nodes:
-        inputs = [int8_out.get(a, False) for a in node.all_input_nodes]
-        if node.op == "call_function" and node.target in (torch.quantize_per_tensor, torch.quantize_per_channel):
-            int8_out[node] = True
-        elif node.op == "call_method" and node.target == "dequantize":
-            int8_out[node] = False
-        elif node.op == "call_module":
-            module = modules[node.target]
-            if is_int8_module(module):
-                int8_out[node] = True
-            else:
-                int8_out[node] = bool(inputs) and inputs[0]
-                computes = isinstance(module, FLOAT_MODULES) or any(True for _ in module.parameters())
-                if not int8_out[node] and computes:
-                    islands.append(f"{node.target} ({type(module).__name__})")
-        elif node.op == "call_function" and "quantized" in str(node.target):
-            int8_out[node] = True
-        else:
-            int8_out[node] = bool(inputs) and inputs[0]
-    return islands
 
 
 def to_fp16(model: nn.Module) -> nn.Module:
     """Every parameter and buffer in half precision (BN statistics included, as they are stored)."""
     return copy.deepcopy(model).cpu().eval().half()
+
+
+def float_record(source) -> tuple[dict, Path]:
+    record, _, file = read_model_file(source)
+    if record.get("kind") != "network" or record.get("precision") != "fp32":
+        what = "an ensemble" if record.get("kind") == "ensemble" else f"already {record.get('precision')}"
+        raise TinyAscError(f"{file}: is {what}; quantize and prune start from a float32 model")
+    return record, file
+
+
+def calibration_batches(predictor: Predictor, dm, max_batches: int):
+    """Log-mel features of training clips, without augmentation (what the model sees at test time)."""
+    for i, (waves, *_rest) in enumerate(dm.train_dataloader()):
+        if i >= max_batches:
+            return
+        yield predictor.features(waves.float()).clone()
+
+
+def quantize_model(source, mode: str, out=None, data_dir=None, epochs: int | None = None, lr: float | None = None,
+                   calib_batches: int = 32, progress: bool = True) -> dict:
+    if mode not in MODES:
+        raise TinyAscError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
+    record, file = float_record(source)
+    float_pred = Predictor(record, str(file))
+    hyper = record["hyper_parameters"]
+    dm = datamodule_for(float_pred.config, data_dir, "fit", progress)
+    network = artifact.build_network(record, str(file))
+    example = torch.zeros(float_pred.input_shape)
+    recipe: dict = {"mode": mode}
+    if mode == "fp16":
+        compressed, precision = to_fp16(network), "fp16"
+    elif mode == "ptq":
+        prepared = prepare(network, "ptq", example)
+        recipe["calibration_clips"] = calibrate(prepared, calibration_batches(float_pred, dm, calib_batches))
+        compressed, precision = convert(prepared), "int8"
+    else:
+        epochs = QAT_RECIPE["epochs"] if epochs is None else epochs
+        lr = QAT_RECIPE["lr"] if lr is None else lr
+        # The decay keeps the report's proportion (16 of 24 epochs) when fewer epochs are asked for.
+        decay = QAT_RECIPE["decay_epochs"] * epochs / QAT_RECIPE["epochs"]
+        schedule = {"name": "linear_decay", "final_ratio": QAT_RECIPE["final_lr_ratio"], "decay_epochs": decay}
+        module = module_around(record, prepare(network, "qat", example))
+        finetune(module, dm, epochs, lr, schedule, progress)
+        compressed, precision = convert(module.model), "int8"
+        recipe.update(epochs=epochs, lr=lr, schedule=schedule)
+    new_record = artifact.network_record(compressed, hyper, precision, mode if precision == "int8" else None,
+                                         record.get("shapes"))
+    out = Path(out) if out else run_dir_of(file) / "compressed" / f"{file.stem}-{mode}.pt"
+    artifact.save(out, new_record)  # written first, then evaluated as loaded back from disk
+    compressed_pred = Predictor(artifact.read(out)["model"], str(out))
+    float_m = evaluate_predictor(float_pred, dm, "test", progress)
+    comp_m = evaluate_predictor(compressed_pred, dm, "test", progress)
+    agree = float((float_m["outputs"]["logits"].argmax(1) == comp_m["outputs"]["logits"].argmax(1)).mean())
+    info = {"source": str(file), "output": str(out), "mode": mode, "precision": precision, "recipe": recipe,
+            "float_in_int8": float_islands(compressed) if precision == "int8" else [],
+            "float": {**summary(float_m), "complexity": float_pred.complexity()},
+            "compressed": {**summary(comp_m), "complexity": compressed_pred.complexity()},
+            "prediction_agreement": agree}
+    artifact.save(out, new_record, info)
+    return info
+

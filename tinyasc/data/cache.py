@@ -27,7 +27,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from tinyasc.audio.io import load_audio
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
 
 CACHE_VERSION = 2
 
@@ -100,7 +100,7 @@ def load_or_build(paths: list[Path], sample_rate: int, n_samples: int, cache_roo
 @contextlib.contextmanager
 def _build_lock(path: Path):
     try:
-        import fcntl
+        import fcntl  # optional: Unix only
     except ImportError:  # Windows: no lock; concurrent builders still never see a partial cache
         yield
         return

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tinyasc.data import validate
 from tinyasc.data.cache import load_or_build
 from tinyasc.data.tau import Clip, TauFolder
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
 
 
 class WaveSet(Dataset):
@@ -81,7 +81,7 @@ class RankShard(torch.utils.data.Sampler):
         return iter(order[self.rank::self.world_size])
 
 
-def _batched(batch):
+def collate_batch(batch):
     return batch  # __getitems__ already returns a whole batch
 
 
@@ -158,21 +158,21 @@ class SceneDataModule(L.LightningDataModule):
                 raise TinyAscError(f"{lists['train'][0]}: no training clips left after holding out validation "
                                    f"recordings and leaving out files with problems")
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+    def loader(self, name: str, shuffle: bool) -> DataLoader:
         dataset = self.sets[name]
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         n = len(dataset)
         sampler = EpochShuffle(n, self.seed, rank, world) if shuffle else RankShard(n, rank, world)
         return DataLoader(dataset, batch_size=self.batch_size if shuffle else self.eval_batch_size,
-                          sampler=sampler, collate_fn=_batched, num_workers=self.num_workers,
+                          sampler=sampler, collate_fn=collate_batch, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self):
-        return self._loader("train", shuffle=True)
+        return self.loader("train", shuffle=True)
 
     def val_dataloader(self):
-        return self._loader("val", shuffle=False) if len(self.sets.get("val", [])) else []
+        return self.loader("val", shuffle=False) if len(self.sets.get("val", [])) else []
 
     def test_dataloader(self):
-        return self._loader("test", shuffle=False)
+        return self.loader("test", shuffle=False)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
 
 TAU_DEVICES_SEEN = ("a", "b", "c", "s1", "s2", "s3")
 TAU_DEVICES_UNSEEN = ("s4", "s5", "s6")

@@ -21,7 +21,7 @@ import numpy as np
 
 from tinyasc.data.cache import WaveCache
 from tinyasc.data.tau import Clip, TauFolder
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
 
 
 def unusable(folder: TauFolder, clips: list[Clip], cache: WaveCache) -> dict[str, str]:

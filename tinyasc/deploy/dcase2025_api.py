@@ -24,8 +24,8 @@ import yaml
 from torch import nn
 
 from tinyasc.audio.io import load_audio
-from tinyasc.deploy.loading import load_predictor
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
+from tinyasc.modelfile import load_predictor
 
 MODEL_SUFFIXES = (".pt", ".ckpt")
 

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
+from tinyasc.modelfile.ensemble import EnsembleNetwork
+from tinyasc.modelfile.int8 import quiet_ao
 
 FLOAT_RTOL = 1e-4
 INT8_STEPS = 3
@@ -36,8 +38,6 @@ def _network_for_export(predictor):
 
 
 def export_onnx(predictor, path: str | Path, opset: int = OPSET) -> Path:
-    from tinyasc.compress.quantize import quiet_ao
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = _network_for_export(predictor)
@@ -57,7 +57,7 @@ def export_onnx(predictor, path: str | Path, opset: int = OPSET) -> Path:
 
 
 def session(path: str | Path, threads: int | None = None):
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional at import time: only export checks and ONNX prediction need it
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -96,8 +96,6 @@ class OnnxPredictor:
 def output_step(network) -> float | None:
     """Quantisation step of an int8 network's output: the scale of the int8 tensor it dequantises
     (for an ensemble, the members' steps weighted by their ensemble weights; None when all float)."""
-    from tinyasc.deploy.ensemble import EnsembleNetwork
-
     if isinstance(network, EnsembleNetwork):
         steps = [abs(float(w)) * (output_step(n) or 0.0) for w, n in zip(network.weights, network.networks)]
         return sum(steps) or None

@@ -19,19 +19,16 @@ def windows(wave: np.ndarray, n_samples: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict_files(module, files: list[str | Path], batch_size: int = 64) -> list[dict]:
-    """``module``: a SceneClassifier, or any predictor of tinyasc.deploy.loading (compressed, ensemble)."""
-    if isinstance(module, torch.nn.Module):
-        module.eval()
-    logits_of = module.logits if hasattr(module, "logits") else module
-    sample_rate = module.config["frontend"]["sample_rate"]
-    n_samples = int(round(module.config["data"]["duration"] * sample_rate))
+def predict_files(predictor, files: list[str | Path], batch_size: int = 64) -> list[dict]:
+    """``predictor``: any loaded model (``tinyasc.modelfile.load_predictor``)."""
+    sample_rate = predictor.sample_rate
+    n_samples = int(round(predictor.duration * sample_rate))
     results = []
     for path in files:
         chunks = torch.from_numpy(windows(load_audio(path, sample_rate), n_samples))
-        logits = torch.cat([logits_of(chunks[i:i + batch_size]) for i in range(0, len(chunks), batch_size)])
+        logits = torch.cat([predictor.logits(chunks[i:i + batch_size]) for i in range(0, len(chunks), batch_size)])
         probs = torch.softmax(logits.mean(0), 0).numpy()
-        results.append({"file": str(path), "scene_label": module.classes[int(probs.argmax())],
+        results.append({"file": str(path), "scene_label": predictor.classes[int(probs.argmax())],
                         "windows": len(chunks),
-                        "probabilities": {c: round(float(p), 6) for c, p in zip(module.classes, probs)}})
+                        "probabilities": {c: round(float(p), 6) for c, p in zip(predictor.classes, probs)}})
     return results

@@ -17,7 +17,6 @@ Clips to predict: the evaluation set folder given (its ``evaluation_setup/fold1_
 from __future__ import annotations
 
 import csv
-import os
 import re
 from pathlib import Path
 
@@ -26,9 +25,12 @@ import torch
 import yaml
 
 from tinyasc.audio.io import load_audio
-from tinyasc.deploy.inference import datamodule_for, evaluate_predictor, softmax
-from tinyasc.deploy.loading import load_predictor
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
+from tinyasc.base.files import atomic_path, write_text
+from tinyasc.data.build import datamodule_for
+from tinyasc.evaluation.evaluate import evaluate_predictor
+from tinyasc.metrics import probabilities
+from tinyasc.modelfile import load_predictor
 
 LABEL = re.compile(r"^[A-Za-z][A-Za-z-]*_[A-Za-z0-9-]+_task1_[1-4]$")
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -65,20 +67,17 @@ def predict_folder(predictor, folder: str | Path, names: list[str], batch_size: 
     for i in range(0, len(names), batch_size):
         waves = np.stack([load_audio(folder / n, predictor.sample_rate, predictor.duration)
                           for n in names[i:i + batch_size]])
-        probs.append(softmax(predictor.logits(torch.from_numpy(waves)).numpy()))
+        probs.append(probabilities(predictor.logits(torch.from_numpy(waves))))
     return np.concatenate(probs)
 
 
 def write_output(path: str | Path, names: list[str], probs: np.ndarray, classes: list[str]) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(["filename", "scene_label", *classes])
         for name, p in zip(names, probs):
             w.writerow([name, classes[int(np.argmax(p))], *(f"{v:.6f}" for v in p)])
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def read_output(path: str | Path, classes: list[str] | None = None) -> list[dict]:
@@ -160,7 +159,7 @@ def write_submission(models: list, label: str, out_dir: str | Path, eval_dir=Non
     results, complexities, outputs = {}, {}, {}
     for split in sorted(predictors):
         p = predictors[split]
-        dm = datamodule_for(p, data_dir, "test", progress)
+        dm = datamodule_for(p.config, data_dir, "test", progress)
         metrics = evaluate_predictor(p, dm, "test", progress)
         results[f"split_{split}"] = development_results(metrics)
         complexities[split] = p.complexity()
@@ -169,7 +168,7 @@ def write_submission(models: list, label: str, out_dir: str | Path, eval_dir=Non
         else:  # the development test set, in the order of its list
             o = metrics["outputs"]
             order = np.argsort(o["ids"])
-            probs = softmax(o["logits"][order])
+            probs = probabilities(o["logits"][order])
             files = [dm.clips["test"][i].filename for i in o["ids"][order]]
         outputs[split] = str(write_output(out_dir / f"{label}.output.split_{split}.csv", files, probs, p.classes))
     first = predictors[min(predictors)]
@@ -180,12 +179,10 @@ def write_submission(models: list, label: str, out_dir: str | Path, eval_dir=Non
                                       "total_parameters": max(c["params"] for c in complexities.values()),
                                       "macs": max(c["macs"] for c in complexities.values())}},
             "results": {"development_dataset": results}}
-    meta_path = out_dir / f"{label}.meta.yaml"
-    tmp = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
-    tmp.write_text("# DCASE 2024 Task 1 system meta information, written by tinyasc submit.\n"
-                   "# total_model_size: bytes of parameters at their stored precision; macs: per 1 s clip (NeSsi).\n"
-                   + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    os.replace(tmp, meta_path)
+    meta_path = write_text(out_dir / f"{label}.meta.yaml",
+                           "# DCASE 2024 Task 1 system meta information, written by tinyasc submit.\n"
+                           "# total_model_size: bytes of parameters at their stored precision; macs: per 1 s clip "
+                           "(NeSsi).\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
     return {"meta": str(meta_path), "outputs": outputs, "complexity": {s: complexities[s] for s in complexities},
             "results": results, "evaluated_on": str(eval_dir) if eval_dir else "development test set"}
 

@@ -7,16 +7,19 @@ average over ``smooth`` windows (scenes change slowly; single-window flickers ar
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from matplotlib.colors import ListedColormap
+
 from tinyasc.audio.io import load_audio
-from tinyasc.deploy.inference import softmax
+from tinyasc.base.errors import TinyAscError
+from tinyasc.base.files import atomic_path
 from tinyasc.deploy.predict import windows
-from tinyasc.errors import TinyAscError
+from tinyasc.evaluation.plots import plt, save_figure
+from tinyasc.metrics import probabilities
 
 
 def moving_average(probs: np.ndarray, width: int) -> np.ndarray:
@@ -37,7 +40,7 @@ def scene_timeline(predictor, path: str | Path, smooth: int = 1, batch_size: int
     n_samples = int(round(predictor.duration * predictor.sample_rate))
     chunks = torch.from_numpy(windows(wave, n_samples))
     logits = torch.cat([predictor.logits(chunks[i:i + batch_size]) for i in range(0, len(chunks), batch_size)])
-    raw = softmax(logits.numpy())
+    raw = probabilities(logits)
     probs = moving_average(raw, smooth)
     starts = np.arange(len(chunks)) * predictor.duration
     return {"file": str(path), "seconds": len(wave) / predictor.sample_rate, "window": predictor.duration,
@@ -48,26 +51,19 @@ def scene_timeline(predictor, path: str | Path, smooth: int = 1, batch_size: int
 
 def write_csv(timeline: dict, path: str | Path) -> Path:
     """TAB-separated: start, end, scene_label (smoothed), raw_label, then one probability per class."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     end_of_audio = timeline["seconds"]
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(["start", "end", "scene_label", "raw_label", *timeline["classes"]])
         for i, start in enumerate(timeline["start"]):
             end = min(start + timeline["window"], end_of_audio)
             w.writerow([f"{start:.3f}", f"{end:.3f}", timeline["labels"][i], timeline["raw_labels"][i],
                         *(f"{p:.4f}" for p in timeline["probs"][i])])
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def plot_timeline(timeline: dict, path: str | Path) -> Path:
     """Class probabilities over time (heat map) above the chosen label per window (colour strip)."""
-    from matplotlib.colors import ListedColormap
-
-    from tinyasc.evaluation.plots import _save, plt
-
     classes, probs = timeline["classes"], timeline["probs"]
     end = timeline["start"][-1] + timeline["window"]
     fig, (ax, strip) = plt.subplots(2, 1, figsize=(min(16, 4 + 0.12 * len(probs)), 1.2 + 0.32 * len(classes)),
@@ -88,5 +84,5 @@ def plot_timeline(timeline: dict, path: str | Path) -> Path:
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours(k)) for k in shown]
     strip.legend(handles, [classes[k] for k in shown], loc="upper center", bbox_to_anchor=(0.5, -0.9),
                  ncol=min(5, len(shown)), fontsize=8, frameon=False)
-    _save(fig, Path(path))
+    save_figure(fig, path)
     return Path(path)

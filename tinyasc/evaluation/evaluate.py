@@ -1,72 +1,101 @@
-"""Evaluate a trained run or checkpoint on a test set and write its results into the run folder."""
+"""The one evaluator: DCASE metrics of any model (float, fp16, int8, pruned, ensemble, ONNX) on a split.
+
+Evaluation is a plain loop under ``torch.inference_mode`` over the data module's clips: every kind of
+model is scored the same way, so a float model and its compressed copy are compared on exactly the
+same clips with exactly the same metric code (``tinyasc.metrics``). Only a multi-process run tests
+through Lightning (``evaluate_sharded``: each process its shard), with that same metric code.
+"""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+import torch
+from tqdm import tqdm
 
-from tinyasc.complexity import measure, model_input_shape
-from tinyasc.config import check_names
-from tinyasc.errors import TinyAscError
-from tinyasc.training.checkpoints import load_checkpoint
-from tinyasc.training.module import SceneClassifier
-
-
-def resolve_checkpoint(run_or_ckpt: str | Path) -> tuple[Path, Path]:
-    """(checkpoint, run folder) for a run folder (best.ckpt, else last.ckpt) or a checkpoint file."""
-    path = Path(run_or_ckpt)
-    if path.is_dir():
-        for name in ("best.ckpt", "last.ckpt"):
-            if (path / "checkpoints" / name).is_file():
-                return path / "checkpoints" / name, path
-        raise TinyAscError(f"{path}: no checkpoints/best.ckpt or checkpoints/last.ckpt in this run folder")
-    if not path.exists():
-        raise TinyAscError(f"{path}: no such run folder or checkpoint")
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return path, run_dir
+from tinyasc.base.errors import TinyAscError
+from tinyasc.base.files import write_json
+from tinyasc.data.build import datamodule_for
+from tinyasc.evaluation.plots import plot_confusion
+from tinyasc.metrics import metrics_from_logits
+from tinyasc.modelfile import load_predictor, predictor_from_record, read_model_file, run_dir_of
+from tinyasc.modelfile.checkpoint import load_checkpoint
 
 
-def load_module(ckpt_path: str | Path) -> SceneClassifier:
-    ckpt = load_checkpoint(ckpt_path)
-    check_names(ckpt["hyper_parameters"]["config"], str(ckpt_path))
-    module = SceneClassifier(**ckpt["hyper_parameters"])
-    try:
-        module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        raise TinyAscError(f"{ckpt_path}: weights do not fit the model its config describes ({str(exc)[:120]})") from None
-    return module.eval()
+def collect(predictor, loader, progress: bool = False, desc: str = "inference") -> dict:
+    """Logits, labels, device ids and clip ids over a data loader of (waves, labels, devices, ids)."""
+    logits, labels, devices, ids = [], [], [], []
+    for waves, y, d, i in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        logits.append(predictor.logits(waves.float()).cpu())
+        labels.append(y)
+        devices.append(d)
+        ids.append(i)
+    if not logits:
+        raise TinyAscError(f"{desc}: the data set is empty")
+    return {"logits": torch.cat(logits).numpy(), "labels": torch.cat(labels).numpy(),
+            "devices": torch.cat(devices).numpy(), "ids": torch.cat(ids).numpy()}
 
 
-def complexity_of(module: SceneClassifier, precision: str = "fp32") -> dict:
-    shape = model_input_shape(module.frontend, module.config["data"]["duration"])
-    return measure(module.model, shape, precision).to_dict()
-
-
-def evaluate(run_or_ckpt: str | Path, data_dir: str | Path | None = None, progress: bool = True,
-             datamodule=None, trainer=None) -> dict:
-    """Test metrics of a checkpoint. ``trainer``: a multi-process trainer whose processes all call this
-    (each tests its shard; the results come back in the first process, the others get {})."""
-    from tinyasc.evaluation.plots import plot_confusion
-    from tinyasc.training.run import make_datamodule, make_trainer, quiet_lightning, write_json
-
-    quiet_lightning()
-    ckpt_path, run_dir = resolve_checkpoint(run_or_ckpt)
-    module = load_module(ckpt_path)
-    dm = datamodule or make_datamodule(module.config, data_dir, progress)
-    dm.setup("test")
-    if dm.classes != module.classes:
+def check_classes(predictor, dm) -> None:
+    if list(dm.classes) != list(predictor.classes):
         raise TinyAscError(f"{dm.folder.root}: its classes ({', '.join(dm.classes)}) differ from the model's "
-                           f"({', '.join(module.classes)})")
-    module.device_names = dm.devices
-    (trainer or make_trainer(module.config, None, progress, fit=False)).test(module, datamodule=dm, verbose=False)
-    if trainer is not None and trainer.global_rank != 0:
-        return {}
-    res = module.test_results
-    metrics = res["metrics"]
-    result = {"checkpoint": str(ckpt_path), "data": str(dm.folder.root), **metrics,
-              "complexity": complexity_of(module)}
-    if datamodule is None:  # a separate evaluate call: the run folder gets the new results
-        write_json(result, run_dir / "metrics.json")
-    plot_confusion(np.array(metrics["confusion"]), module.classes, run_dir / "confusion_matrix.png",
-                   title=f"macro accuracy {metrics['macro_accuracy']:.1%}")
+                           f"({', '.join(predictor.classes)})")
+
+
+def loader_for(dm, stage: str):
+    if stage == "test":
+        return dm.test_dataloader()
+    if stage == "val":
+        if not len(dm.sets.get("val", [])):
+            raise TinyAscError(f"{dm.folder.root}: no held-out validation clips (data.val_fraction is 0)")
+        return dm.val_dataloader()
+    return dm.loader("train", shuffle=False)
+
+
+def evaluate_predictor(predictor, dm, stage: str = "test", progress: bool = False) -> dict:
+    """DCASE metrics of ``predictor`` on the ``stage`` clips of data module ``dm`` (set up already),
+    with the per-clip ``outputs`` (logits, labels, devices, ids) beside them."""
+    check_classes(predictor, dm)
+    out = collect(predictor, loader_for(dm, stage), progress, desc=f"{stage} set")
+    metrics = metrics_from_logits(out["logits"], out["labels"], out["devices"], out["ids"], predictor.classes,
+                                  dm.devices)
+    return {**metrics, "outputs": out}
+
+
+def summary(metrics: dict) -> dict:
+    """The headline numbers of a metrics dict (no per-clip outputs)."""
+    keep = ("accuracy", "macro_accuracy", "log_loss", "macro_log_loss", "n", "per_class", "per_device",
+            "device_groups")
+    return {k: metrics[k] for k in keep if k in metrics}
+
+
+def evaluate(model_path, data_dir=None, progress: bool = True, datamodule=None, write: bool = True) -> dict:
+    """Test metrics of any model file or run folder; with ``write``, its run folder gets ``metrics.json``
+    and ``confusion_matrix.png``. ``datamodule``: one already set up (the training run's)."""
+    record, _, file = read_model_file(model_path)
+    predictor = predictor_from_record(record, str(file))
+    dm = datamodule or datamodule_for(predictor.config, data_dir, "test", progress)
+    if datamodule is not None:
+        dm.setup("test")
+    metrics = evaluate_predictor(predictor, dm, "test", progress)
+    metrics.pop("outputs")
+    result = {"checkpoint": str(file), "data": str(dm.folder.root), **metrics, "complexity": predictor.complexity()}
+    if write:
+        run_dir = run_dir_of(file)
+        if datamodule is None:  # a separate evaluate call: the run folder gets the new results
+            write_json(run_dir / "metrics.json", result)
+        plot_confusion(np.array(metrics["confusion"]), predictor.classes, run_dir / "confusion_matrix.png",
+                       title=f"macro accuracy {metrics['macro_accuracy']:.1%}")
     return result
+
+
+def evaluate_sharded(module, trainer, dm, checkpoint) -> dict:
+    """The test pass of a multi-process run: every process tests its shard with the weights of
+    ``checkpoint``; the metrics come back in the first process, the others get {}."""
+    module.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
+    dm.setup("test")
+    check_classes(module, dm)
+    trainer.test(module, datamodule=dm, verbose=False)
+    if trainer.global_rank != 0:
+        return {}
+    predictor = load_predictor(checkpoint)
+    return {"checkpoint": str(checkpoint), "data": str(dm.folder.root), **module.test_results["metrics"],
+            "complexity": predictor.complexity()}

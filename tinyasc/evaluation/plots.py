@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import matplotlib
@@ -11,12 +10,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tinyasc.base.files import atomic_path  # noqa: E402
 
-def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a figure atomically (the format follows the file's suffix) and close it."""
+    path = Path(path)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
+    return path
 
 
 def plot_confusion(confusion: np.ndarray, classes: list[str], path: Path, title: str = "") -> None:
@@ -33,7 +36,7 @@ def plot_confusion(confusion: np.ndarray, classes: list[str], path: Path, title:
     ax.set_ylabel("true")
     ax.set_title(f"Confusion matrix (row-normalised) {title}")
     fig.colorbar(im, ax=ax, fraction=0.04)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_learning_curves(metrics_csv: Path, path: Path) -> None:
@@ -61,4 +64,4 @@ def plot_learning_curves(metrics_csv: Path, path: Path) -> None:
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)

@@ -1,5 +1,6 @@
 """Model zoo: every family registers itself on import; build with ``create_model``."""
-from tinyasc.models.registry import ModelSpec, create_model, get_spec, list_models, register_model
+from tinyasc.models.registry import (MODELS, ModelSpec, create_model, frontend_config, get_spec, input_shape,
+                                     list_models, register_model)
 
 from tinyasc.models import cp_mobile  # noqa: F401,E402  (registers dcase24_baseline, cp_mobile)
 from tinyasc.models import cp_resnet  # noqa: F401,E402  (registers cp_resnet59)
@@ -12,4 +13,5 @@ from tinyasc.models import mobilenetv2_ca  # noqa: F401,E402  (registers mobilen
 from tinyasc.models import fsmobilenet  # noqa: F401,E402  (registers fsmobilenet)
 from tinyasc.models import mini_segnet  # noqa: F401,E402  (registers mini_segnet, mini_segnet_pruned)
 
-__all__ = ["ModelSpec", "create_model", "get_spec", "list_models", "register_model"]
+__all__ = ["MODELS", "ModelSpec", "create_model", "frontend_config", "get_spec", "input_shape", "list_models",
+           "register_model"]

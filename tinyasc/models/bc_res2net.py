@@ -14,7 +14,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
 from tinyasc.models.bc_resnet import (BroadcastResidualBlock, ResNorm, frequency_depthwise, pointwise_conv,
                                       temporal_depthwise, transition_conv)
 from tinyasc.models.blocks import make_divisible
@@ -182,7 +182,7 @@ class GhostBCRes2Net(nn.Module):
 REPORT000_FRONTEND = dict(sample_rate=16000, n_fft=2048, win_length=2048, hop_length=512, n_mels=256)
 
 
-@register_model("ghost_bc_res2net", input_shape=(1, 256, 32), report="000",
+@register_model("ghost_bc_res2net", report="000",
                 title="Ghost-BC-Res2Net (KT Corporation, DCASE 2023)",
                 report_params=83_570, report_macs=14_579_000, frontend=REPORT000_FRONTEND,
                 defaults=dict(width=40))

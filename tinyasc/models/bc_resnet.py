@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
 from tinyasc.models.registry import register_model
 
 
@@ -174,7 +174,7 @@ REPORT002_FRONTEND = dict(sample_rate=44100, n_fft=2048, win_length=2048, hop_le
                           window="hamming")
 
 
-@register_model("bc_resnet_c80", input_shape=(1, 256, 44), report="002",
+@register_model("bc_resnet_c80", report="002",
                 title="BC-ResNet teacher (c=80) with SubSpectralNorm and ResNorm",
                 report_params=314_800, report_macs=998_527_000, frontend=REPORT002_FRONTEND,
                 defaults=dict(width=80, stages=TEACHER_STAGES, stem_stride=1))
@@ -182,7 +182,7 @@ def bc_resnet_c80(n_classes: int = 10, in_channels: int = 1, **cfg) -> BCResNet:
     return BCResNet(n_classes=n_classes, in_channels=in_channels, **cfg)
 
 
-@register_model("bc_resnet_c40", input_shape=(1, 256, 44), report="002",
+@register_model("bc_resnet_c40", report="002",
                 title="BC-ResNet student (c=40, max-pools) with SubSpectralNorm and ResNorm",
                 report_params=85_800, report_macs=20_500_000, frontend=REPORT002_FRONTEND,
                 defaults=dict(width=40, stages=STUDENT_STAGES, stem_stride=2))

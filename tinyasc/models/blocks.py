@@ -45,6 +45,10 @@ class GRN(nn.Module):
     ``per_channel=True`` gives one per channel as in ConvNeXt-V2.
     """
 
+    # What compression asks of a block (tinyasc.compress never names a block):
+    int8_kernel = False  # torch has no int8 kernel for it: int8 graphs keep it in float
+    channel_params = ("gamma", "beta")  # per-channel parameters, channel axis 1 (when wider than 1)
+
     def __init__(self, channels: int, per_channel: bool = False, eps: float = 1e-6):
         super().__init__()
         shape = (1, channels, 1, 1) if per_channel else (1, 1, 1, 1)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
 from tinyasc.models.blocks import ConvHead, ConvNormAct, InvertedBottleneck, make_divisible
+from tinyasc.audio.features import DCASE24_FRONTEND
 from tinyasc.models.registry import register_model
 
 # DCASE 2024 baseline: blocks per stage, and the strides (F, T) of the blocks that downsample,
@@ -70,17 +71,14 @@ def _init_weights(m):
         nn.init.zeros_(m.bias)
 
 
-DCASE24_FRONTEND = dict(sample_rate=32000, n_fft=4096, win_length=3072, hop_length=500, n_mels=256)
-
-
-@register_model("dcase24_baseline", input_shape=(1, 256, 65), report="004",
+@register_model("dcase24_baseline", report="004",
                 title="DCASE 2024 Task 1 baseline (simplified CP-Mobile)",
                 report_params=61_148, report_macs=29_419_156, frontend=DCASE24_FRONTEND)
 def dcase24_baseline(n_classes: int = 10, in_channels: int = 1, **cfg) -> CPMobile:
     return CPMobile(n_classes=n_classes, in_channels=in_channels, **{**BASELINE, **cfg})
 
 
-@register_model("cp_mobile", input_shape=(1, 256, 65), report="001, 004",
+@register_model("cp_mobile", report="001, 004",
                 title="DCASE 2023 CP-Mobile with GRN (CP-JKU)",
                 report_params=126_952, report_macs=31_680_000, frontend=DCASE24_FRONTEND)
 def cp_mobile(n_classes: int = 10, in_channels: int = 1, **cfg) -> CPMobile:
@@ -89,7 +87,7 @@ def cp_mobile(n_classes: int = 10, in_channels: int = 1, **cfg) -> CPMobile:
 
 # Report 004 gives a size, not a count: 119.5 kB at fp16 (2 bytes each), read as KiB -> 61,184
 # parameters (+-26 from the rounding); MACs "29.43 M" on its 256 x 68 input (hop 472).
-@register_model("dcase24_baseline_unisa", input_shape=(1, 256, 68), report="004",
+@register_model("dcase24_baseline_unisa", report="004",
                 title="MobileNet variant of the DCASE 2024 baseline with GRN (UniSA, hop 472)",
                 report_params=61_184, report_macs=29_430_000,
                 frontend=dict(DCASE24_FRONTEND, hop_length=472))

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
 from tinyasc.models.blocks import ConvHead, ConvNormAct
-from tinyasc.models.bn_fold import folded_counts
 from tinyasc.models.registry import register_model
 
 # Table 1 of report 001, one row per stage. ``kernels``: (k1, k2) of each block, the CP-JKU rule at
@@ -98,10 +97,10 @@ def _init_weights(m):
 
 
 # Report 001: 32 kHz, 96 ms window, 23.4 ms hop (750 samples) -> 43 frames; 256 mels up to 16 kHz.
-@register_model("cp_resnet59", input_shape=(1, 256, 43), report="001",
+@register_model("cp_resnet59", report="001",
                 title="CP-ResNet59 (NTU/Panasonic, ensemble member)",
                 report_params=58_000, report_macs=16_000_000, param_tolerance=0.05, mac_tolerance=0.05,
-                counting="bn_fused", report_counter=folded_counts,
+                counting="bn_fused",
                 frontend=dict(sample_rate=32000, n_fft=4096, win_length=3072, hop_length=750, n_mels=256,
                               fmin=0, fmax=16000))
 def cp_resnet59(n_classes: int = 10, in_channels: int = 1, **cfg) -> CPResNet:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
 from tinyasc.models.blocks import ConvNormAct, make_divisible
 from tinyasc.models.registry import register_model
 
@@ -93,7 +93,7 @@ class FSMobileNet(nn.Module):
         return self.head(self.blocks(x)).flatten(1)
 
 
-@register_model("fsmobilenet", input_shape=(3, 256, 36), report="003",
+@register_model("fsmobilenet", report="003",
                 title="Frequency-split MobileNet (Tsinghua, DCASE 2023)",
                 report_params=7_946, report_macs=3_972_000, frontend=TSINGHUA_FRONTEND)
 def fsmobilenet(n_classes: int = 10, in_channels: int = 3, **cfg) -> FSMobileNet:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
 from tinyasc.models.blocks import ConvNormAct
 from tinyasc.models.fsmobilenet import TSINGHUA_FRONTEND
 from tinyasc.models.registry import register_model
@@ -78,7 +78,7 @@ class MiniSegNet(nn.Module):
         return self.classifier(self.pool(self.stages(x)).flatten(1))
 
 
-@register_model("mini_segnet", input_shape=(3, 256, 36), report="003",
+@register_model("mini_segnet", report="003",
                 title="Mini-SegNet before pruning (Tsinghua, DCASE 2023)",
                 report_params=276_490, report_macs=None, frontend=TSINGHUA_FRONTEND,
                 defaults=dict(widths=WIDTHS))
@@ -86,7 +86,7 @@ def mini_segnet(n_classes: int = 10, in_channels: int = 3, **cfg) -> MiniSegNet:
     return MiniSegNet(n_classes=n_classes, in_channels=in_channels, **cfg)
 
 
-@register_model("mini_segnet_pruned", input_shape=(3, 256, 36), report="003",
+@register_model("mini_segnet_pruned", report="003",
                 title="Mini-SegNet, 70 % of the filters pruned (Tsinghua, DCASE 2023)",
                 report_params=46_232, report_macs=19_466_000, frontend=TSINGHUA_FRONTEND,
                 defaults=dict(widths=PRUNED_WIDTHS))

@@ -12,8 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tinyasc.errors import TinyAscError
-from tinyasc.macs import token_counts
+from tinyasc.base.errors import TinyAscError
 from tinyasc.models.blocks import ChannelShuffle, ConvNormAct
 from tinyasc.models.registry import register_model
 
@@ -197,9 +196,9 @@ class MobileFormer(nn.Module):
 KT_FRONTEND = dict(sample_rate=16000, n_fft=2048, win_length=2048, hop_length=512, n_mels=256)
 
 
-@register_model("mobileformer_kt", input_shape=(1, 256, 32), report="000",
+@register_model("mobileformer_kt", report="000",
                 title="Mobile-Former, 3 down blocks, 4 tokens x 16 (KT, DCASE 2023)",
                 report_params=20_516, report_macs=617_000, counting="tokens",
-                report_counter=token_counts, frontend=KT_FRONTEND)
+                frontend=KT_FRONTEND)
 def mobileformer_kt(n_classes: int = 10, in_channels: int = 1, **cfg) -> MobileFormer:
     return MobileFormer(n_classes=n_classes, in_channels=in_channels, **{**KT, **cfg})

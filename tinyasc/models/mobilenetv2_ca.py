@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tinyasc.macs import keras_counts
 from tinyasc.models.blocks import ConvNormAct
 from tinyasc.models.registry import register_model
 
@@ -95,9 +94,9 @@ UESTC_FRONTEND = dict(sample_rate=44100, n_fft=2048, win_length=2048, hop_length
                       window="hamming", deltas=2, trim_frames=4)
 
 
-@register_model("mobilenetv2_ca", input_shape=(3, 128, 36), report="002",
+@register_model("mobilenetv2_ca", report="002",
                 title="MobileNetV2 + coordinate attention (UESTC, DCASE 2022)",
                 report_params=110_452, report_macs=11_186_000, counting="keras",
-                report_counter=keras_counts, frontend=UESTC_FRONTEND)
+                frontend=UESTC_FRONTEND)
 def mobilenetv2_ca(n_classes: int = 10, in_channels: int = 3, **cfg) -> MobileNetV2CA:
     return MobileNetV2CA(n_classes=n_classes, in_channels=in_channels, **cfg)

@@ -2,7 +2,6 @@
 shuffle, so the two halves still mix before the depthwise conv (ShuffleNet's remedy)."""
 from __future__ import annotations
 
-from tinyasc.models.bn_fold import folded_counts
 from tinyasc.models.cp_mobile import CPMobile
 from tinyasc.models.registry import register_model
 
@@ -16,10 +15,10 @@ MOFLENET57 = dict(base_channels=32, channels_multiplier=1.8, expansion_rate=2.6,
 
 # Report 001: 32 kHz, 96 ms window, 16 ms hop (512 samples), 256 mels up to 16 kHz. That front end
 # gives 63 frames; the table prints 64. Both give the same counts (the stride-2 stem maps each to 32).
-@register_model("moflenet57", input_shape=(1, 256, 64), report="001",
+@register_model("moflenet57", report="001",
                 title="MofleNet57 (NTU/Panasonic, ensemble member)",
                 report_params=59_000, report_macs=13_400_000, param_tolerance=0.05, mac_tolerance=0.05,
-                counting="bn_fused", report_counter=folded_counts,
+                counting="bn_fused",
                 frontend=dict(sample_rate=32000, n_fft=4096, win_length=3072, hop_length=512, n_mels=256,
                               fmin=0, fmax=16000))
 def moflenet57(n_classes: int = 10, in_channels: int = 1, **cfg) -> CPMobile:

@@ -1,1 +1,1 @@
-"""Training: the LightningModule, losses, optimisers and schedules, and the run orchestration."""
+"""Training: the LightningModule, losses, optimisers and schedules, distillation teachers, the trainer."""

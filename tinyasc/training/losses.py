@@ -9,7 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
+from tinyasc.base.registry import Registry
+
+LOSSES = Registry("loss")
 
 
 def _soft(targets: torch.Tensor, n_classes: int, smoothing: float = 0.0) -> torch.Tensor:
@@ -18,6 +21,7 @@ def _soft(targets: torch.Tensor, n_classes: int, smoothing: float = 0.0) -> torc
     return targets * (1 - smoothing) + smoothing / n_classes
 
 
+@LOSSES.register("cross_entropy")
 class CrossEntropy(nn.Module):
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()
@@ -28,6 +32,7 @@ class CrossEntropy(nn.Module):
         return -(soft * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
+@LOSSES.register("focal")
 class FocalLoss(nn.Module):
     """Focal loss (Lin et al., ICCV 2017; seed report 004 uses gamma 2, no alpha):
     -sum_c t_c alpha_c (1 - p_c)^gamma log p_c, which for a hard target is -alpha_t (1 - p_t)^gamma log p_t.
@@ -74,25 +79,12 @@ class DistillationLoss(nn.Module):
         return (1 - self.weight) * hard + self.weight * t * t * kl
 
 
-LOSSES = {"cross_entropy": CrossEntropy, "focal": FocalLoss}
-
-
-def register_loss(name: str, cls: type[nn.Module]) -> None:
-    LOSSES[name] = cls
-
-
 def build_loss(cfg: dict) -> nn.Module:
     """The loss on the labels; with a ``distill`` entry ({weight, temperature, teachers | logits}),
     wrapped in a DistillationLoss (the teachers themselves are loaded by tinyasc.training.distill)."""
-    cfg = dict(cfg)
-    name = cfg.pop("name", "cross_entropy")
+    cfg = {"name": "cross_entropy", **cfg}
     distill = cfg.pop("distill", None)
-    if name not in LOSSES:
-        raise TinyAscError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}")
-    try:
-        loss = LOSSES[name](**cfg)
-    except (TypeError, ValueError) as exc:
-        raise TinyAscError(f"loss {name!r}: bad argument ({exc})") from None
+    loss = LOSSES.build(cfg)
     if not distill:
         return loss
     try:

@@ -12,7 +12,7 @@ import torch
 
 from tinyasc.audio.features import MelFrontEnd
 from tinyasc.augment import build_augmentations
-from tinyasc.evaluation.metrics import compute_metrics
+from tinyasc.metrics import metrics_from_logits
 from tinyasc.models import create_model
 from tinyasc.training.distill import Teachers
 from tinyasc.training.losses import build_loss
@@ -75,28 +75,24 @@ class SceneClassifier(L.LightningModule):
     def test_step(self, batch, batch_idx):
         self._collect("test", batch)
 
-    def _gather(self, stage: str):
+    def _metrics(self, stage: str) -> dict:
+        """Metrics of the collected outputs, gathered from every process (the shared metric code)."""
         logits, labels, devices, ids = (torch.cat(t) for t in zip(*self._outputs[stage]))
         self._outputs[stage] = []
         if self.trainer.world_size > 1:
             logits, labels, devices, ids = (self.all_gather(t).flatten(0, 1) for t in (logits, labels, devices, ids))
-        ids_np = ids.cpu().numpy()
-        _, first = np.unique(ids_np, return_index=True)
-        probs = torch.softmax(logits, 1).cpu().numpy()[first]
-        return probs, labels.cpu().numpy()[first], devices.cpu().numpy()[first], ids_np[first]
+        logits, labels, devices, ids = (t.cpu().numpy() for t in (logits, labels, devices, ids))
+        return metrics_from_logits(logits, labels, devices, ids, self.classes, self.device_names)
 
     def on_validation_epoch_end(self):
         if not self._outputs["val"]:
             return
-        probs, labels, devices, _ = self._gather("val")
-        m = compute_metrics(probs, labels, devices, self.classes, self.device_names)
+        m = self._metrics("val")
         self.log_dict({"val/macro_acc": m["macro_accuracy"], "val/acc": m["accuracy"], "val/loss": m["log_loss"]},
                       prog_bar=True, sync_dist=False, rank_zero_only=False)
 
     def on_test_epoch_end(self):
-        probs, labels, devices, ids = self._gather("test")
-        self.test_results = {"probs": probs, "labels": labels, "devices": devices, "ids": ids,
-                             "metrics": compute_metrics(probs, labels, devices, self.classes, self.device_names)}
+        self.test_results = {"metrics": self._metrics("test")}
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.parameters(), self.config["optim"])

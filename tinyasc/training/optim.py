@@ -11,9 +11,15 @@ import math
 
 import torch
 
-from tinyasc.errors import TinyAscError
+from tinyasc.base.registry import Registry
 
-OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+OPTIMIZERS = Registry("optimizer")
+OPTIMIZERS.register("adamw", torch.optim.AdamW)
+OPTIMIZERS.register("adam", torch.optim.Adam)
+OPTIMIZERS.register("sgd", torch.optim.SGD)
+# A schedule is either a per-step factor ``(total_steps, steps_per_epoch, **cfg) -> (step -> factor)`` or,
+# registered with follows_metric=True, ``(optimizer, **cfg) -> a Lightning lr_scheduler dict`` stepped per epoch.
+SCHEDULES = Registry("schedule")
 
 
 def _set_arguments(cfg: dict) -> dict:
@@ -23,20 +29,15 @@ def _set_arguments(cfg: dict) -> dict:
 
 
 def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
-    cfg = _set_arguments(cfg)
-    name = cfg.pop("name", "adamw")
-    if name not in OPTIMIZERS:
-        raise TinyAscError(f"unknown optimizer {name!r}; known: {', '.join(sorted(OPTIMIZERS))}")
-    try:
-        return OPTIMIZERS[name](params, **cfg)
-    except TypeError as exc:
-        raise TinyAscError(f"optimizer {name!r}: bad argument ({exc})") from None
+    return OPTIMIZERS.build({"name": "adamw", **_set_arguments(cfg)}, params)
 
 
-def register_optimizer(name: str, cls) -> None:
-    OPTIMIZERS[name] = cls
+def follows_metric(name: str) -> bool:
+    """Whether the named schedule follows a validation metric (and so needs a validation set)."""
+    return bool(SCHEDULES.meta(name).get("follows_metric"))
 
 
+@SCHEDULES.register("cosine_warmup")
 def cosine_warmup(total_steps: int, steps_per_epoch: int, warmup_steps: int = 2000, min_lr_ratio: float = 0.0,
                   warmup_epochs: float | None = None):
     """Linear warm-up over ``warmup_steps`` (or ``warmup_epochs``), then cosine decay to ``min_lr_ratio``
@@ -54,6 +55,7 @@ def cosine_warmup(total_steps: int, steps_per_epoch: int, warmup_steps: int = 20
     return factor
 
 
+@SCHEDULES.register("four_phase")
 def four_phase(total_steps: int, steps_per_epoch: int, warmup_epochs: float = 14, constant_epochs: float = 36,
                decay_epochs: float = 84, final_factor: float = 0.005):
     """Seed report 001 (after CP-JKU's exp_warmup_linear_down): exponential warm-up exp(-5 (1 - e/W)^2)
@@ -75,6 +77,7 @@ def four_phase(total_steps: int, steps_per_epoch: int, warmup_epochs: float = 14
     return factor
 
 
+@SCHEDULES.register("cosine_restarts")
 def cosine_restarts(total_steps: int, steps_per_epoch: int, restarts: list[float] = (3, 7, 15, 33),
                     min_lr_ratio: float = 0.0):
     """Cosine annealing with warm restarts at the listed epochs (SGDR, Loshchilov & Hutter 2017): each
@@ -93,12 +96,24 @@ def cosine_restarts(total_steps: int, steps_per_epoch: int, restarts: list[float
     return factor
 
 
-SCHEDULES = {"cosine_warmup": cosine_warmup, "four_phase": four_phase, "cosine_restarts": cosine_restarts,
-             "constant": lambda total_steps, steps_per_epoch: (lambda step: 1.0)}
-# Metric-driven schedules: (optimizer, **cfg) -> a Lightning lr_scheduler dict, stepped once per epoch.
-METRIC_SCHEDULES = {}
+@SCHEDULES.register("constant")
+def constant(total_steps: int, steps_per_epoch: int):
+    return lambda step: 1.0
 
 
+@SCHEDULES.register("linear_decay")
+def linear_decay(total_steps: int, steps_per_epoch: int, final_ratio: float = 0.1, decay_epochs: float = 16):
+    """Peak learning rate at the first step, falling linearly to ``final_ratio`` of it by epoch
+    ``decay_epochs``, constant afterwards (report 001's QAT schedule)."""
+    decay_steps = max(1, int(round(decay_epochs * steps_per_epoch)))
+
+    def factor(step: int) -> float:
+        return 1.0 - (1.0 - final_ratio) * min(1.0, step / decay_steps)
+
+    return factor
+
+
+@SCHEDULES.register("reduce_on_plateau", follows_metric=True)
 def reduce_on_plateau(optimizer, factor: float = 0.4, patience: int = 3, monitor: str = "val/loss",
                       mode: str = "min", min_lr: float = 0.0, threshold: float = 1e-4) -> dict:
     """Seed report 002: multiply the learning rate by ``factor`` when ``monitor`` has not improved for
@@ -108,23 +123,9 @@ def reduce_on_plateau(optimizer, factor: float = 0.4, patience: int = 3, monitor
     return {"scheduler": scheduler, "interval": "epoch", "frequency": 1, "monitor": monitor, "strict": True}
 
 
-METRIC_SCHEDULES["reduce_on_plateau"] = reduce_on_plateau
-
-
-def register_schedule(name: str, fn) -> None:
-    SCHEDULES[name] = fn
-
-
 def build_schedule(optimizer, cfg: dict, total_steps: int, steps_per_epoch: int) -> dict:
-    cfg = _set_arguments(cfg)
-    name = cfg.pop("name", "cosine_warmup")
-    known = ", ".join(sorted([*SCHEDULES, *METRIC_SCHEDULES]))
-    if name not in SCHEDULES and name not in METRIC_SCHEDULES:
-        raise TinyAscError(f"unknown schedule {name!r}; known: {known}")
-    try:
-        if name in METRIC_SCHEDULES:
-            return METRIC_SCHEDULES[name](optimizer, **cfg)
-        factor = SCHEDULES[name](total_steps=total_steps, steps_per_epoch=steps_per_epoch, **cfg)
-    except (TypeError, ValueError) as exc:
-        raise TinyAscError(f"schedule {name!r}: bad argument ({exc})") from None
+    cfg = {"name": "cosine_warmup", **_set_arguments(cfg)}
+    if follows_metric(cfg["name"]):
+        return SCHEDULES.build(cfg, optimizer)
+    factor = SCHEDULES.build(cfg, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}

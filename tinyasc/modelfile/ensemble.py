@@ -1,9 +1,9 @@
-"""Ensembles of trained models: weighted logit averaging and a fitted linear combination.
+"""Ensembles of trained models as one predictor: weighted logit averaging or a linear combination.
 
 Averaging (report 001): logits = sum_n w_n z_n with non-negative weights normalised to sum to 1
 (the report's v1 is 0.5/0.5, v2 0.6/0.4). Linear combination (report 003):
 logits = sum_n w_n z_n + b, one free weight per model and one bias per class, fitted by minimising
-cross-entropy on held-out clips. Each member keeps its own front end, so members with different
+cross-entropy on held-out clips (``tinyasc.compress.ensemble`` fits them). Each member keeps its own front end, so members with different
 input shapes combine; members sharing a front end share its features. DCASE complexity of an
 ensemble is the sum over its members (plus the combination's own N + K float32 values).
 """
@@ -11,27 +11,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-import numpy as np
 import torch
 from torch import nn
 
-from tinyasc.deploy.loading import predictor_from_record, summarise
-from tinyasc.errors import TinyAscError
-
-# Report 001's two submissions: MofleNet + CP-ResNet logits averaged with these weights.
-REPORT_001_WEIGHTS = {"v1": (0.5, 0.5), "v2": (0.6, 0.4)}
-
-
-def average_weights(weights, n: int) -> list[float]:
-    if weights is None:
-        return [1.0 / n] * n
-    weights = [float(w) for w in weights]
-    if len(weights) != n:
-        raise TinyAscError(f"--weights: {len(weights)} value(s) for {n} model(s)")
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise TinyAscError(f"--weights {' '.join(map(str, weights))}: weights must be >= 0 with a positive sum")
-    total = sum(weights)
-    return [w / total for w in weights]
+from tinyasc.base.errors import TinyAscError
+from tinyasc.complexity import summarise
 
 
 class Ensemble:
@@ -56,9 +40,14 @@ class Ensemble:
         self.precision = "+".join(sorted({m.precision for m in members}))
 
     @classmethod
-    def from_record(cls, record: dict, source: str = "ensemble") -> "Ensemble":
-        members = [predictor_from_record(r, f"{source} member {i + 1}") for i, r in enumerate(record["members"])]
+    def from_record(cls, record: dict, member_from_record, source: str = "ensemble") -> "Ensemble":
+        members = [member_from_record(r, f"{source} member {i + 1}") for i, r in enumerate(record["members"])]
         return cls(members, record["weights"], record.get("bias"), record.get("method", "average"), source)
+
+    def to(self, device) -> "Ensemble":
+        for m in self.members:
+            m.to(device)
+        return self
 
     @property
     def record(self) -> dict:
@@ -143,62 +132,3 @@ class EnsembleNetwork(nn.Module):
     def forward(self, x):
         out = sum(w * net(x).float() for w, net in zip(self.weights, self.networks))
         return out if self.bias is None else out + self.bias
-
-
-def fit_linear(member_logits: np.ndarray, labels: np.ndarray, l2: float = 1e-3, steps: int = 200):
-    """Weights [N] and bias [K] minimising cross-entropy of sum_n w_n z_n + b (z: [N, M, K] logits).
-
-    Starts from the plain average; a small L2 penalty keeps the fit finite when the held-out clips
-    are separable (weights and bias would otherwise grow without bound) or members are identical.
-    """
-    z = torch.as_tensor(np.asarray(member_logits), dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    n, _, k = z.shape
-    start = torch.full((n,), 1.0 / n, dtype=torch.float64)
-    w = start.clone().requires_grad_(True)
-    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-9, tolerance_change=1e-12)
-
-    def closure():
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(torch.einsum("n,nmk->mk", w, z) + b, y)
-        loss = loss + l2 * ((w ** 2).sum() + (b ** 2).sum())
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return w.detach().float().tolist(), b.detach().float().tolist()
-
-
-def heldout_clips(members: list, data_dir=None, progress: bool = False):
-    """(data module, loader) over the training-split clips that every member held out for validation.
-
-    Members trained with different seeds or fractions hold out different recordings; only clips
-    none of them trained on give an honest fit, so the hold-outs are intersected.
-    """
-    from torch.utils.data import DataLoader
-
-    from tinyasc.data.datamodule import WaveSet, _batched, holdout_recordings
-    from tinyasc.deploy.inference import datamodule_for
-
-    first = members[0]
-    for m in members[1:]:
-        for key in ("dir", "split", "synthetic_clips", "synthetic_seed"):
-            if data_dir is None and m.config["data"].get(key) != first.config["data"].get(key):
-                raise TinyAscError(f"{m.source}: data.{key} is {m.config['data'].get(key)!r} but "
-                                   f"{first.source} has {first.config['data'].get(key)!r}; a linear fit needs "
-                                   "members trained on the same data and split")
-    dm = datamodule_for(first, data_dir, "fit", progress)
-    clips = dm.clips["train"]
-    held = np.ones(len(clips), dtype=bool)
-    for m in members:
-        held &= holdout_recordings(clips, m.config["data"]["val_fraction"], m.config["seed"])
-    usable = np.union1d(dm.sets["train"].rows, dm.sets["val"].rows)  # rows of files that decoded
-    rows = np.intersect1d(np.flatnonzero(held), usable)
-    if len(rows) == 0:
-        raise TinyAscError(f"{dm.folder.root}: no recording is held out by every member (val_fraction / seed); "
-                           "nothing to fit the linear combination on")
-    val = dm.sets["val"]
-    subset = WaveSet(val.waves, val.labels, val.devices, rows)
-    return dm, DataLoader(subset, batch_size=dm.eval_batch_size, shuffle=False, collate_fn=_batched)

@@ -1,4 +1,7 @@
-"""Compressed models on disk: tensors and plain data only, rebuilt from a recipe.
+"""The one model-file format: tensors and plain data only, rebuilt from a recipe.
+
+Lightning checkpoints of training runs and tinyasc model files (compressed networks, ensembles)
+are both read here, into the same record.
 
 A file holds ``{"format": "tinyasc-model", "version": 1, "model": record, "info": {...}}`` and
 is read with ``torch.load(weights_only=True)``, so loading never runs pickled code. A network
@@ -15,14 +18,18 @@ state dict is loaded strictly. An ensemble record lists member records with its 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from tinyasc.compress.channels import apply_shapes
-from tinyasc.errors import TinyAscError
+from tinyasc.audio.features import MelFrontEnd
+from tinyasc.base.errors import TinyAscError
+from tinyasc.base.files import atomic_path
+from tinyasc.modelfile.checkpoint import load_checkpoint, resolve_checkpoint
+from tinyasc.modelfile.int8 import int8_skeleton, quiet_ao
+from tinyasc.modelfile.shapes import apply_shapes
+from tinyasc.models import create_model
 
 FORMAT = "tinyasc-model"
 VERSION = 1
@@ -45,16 +52,11 @@ def record_from_checkpoint(ckpt: dict) -> dict:
 
 def input_shape(config: dict) -> tuple[int, int, int, int]:
     """Shape of the network input for one clip, measured through the record's front end."""
-    from tinyasc.audio.features import MelFrontEnd
-    from tinyasc.complexity import model_input_shape
-
-    return model_input_shape(MelFrontEnd(**config["frontend"]), config["data"]["duration"])
+    return MelFrontEnd(**config["frontend"]).output_shape(config["data"]["duration"])
 
 
 def float_network(record: dict) -> nn.Module:
     """The record's architecture in float32 (pruned layers narrowed), weights not loaded."""
-    from tinyasc.models import create_model
-
     hyper = record["hyper_parameters"]
     cfg, frontend_channels = hyper["config"], 1 + int(hyper["config"]["frontend"].get("deltas", 0))
     model = create_model(cfg["model"]["name"], n_classes=len(hyper["classes"]), in_channels=frontend_channels,
@@ -64,8 +66,6 @@ def float_network(record: dict) -> nn.Module:
 
 def build_network(record: dict, source: str = "model") -> nn.Module:
     """The record's network with its weights, in eval mode: features -> float32 logits."""
-    from tinyasc.compress.quantize import int8_skeleton, quiet_ao
-
     precision = record["precision"]
     model = float_network(record).eval()
     if precision == "int8":
@@ -96,12 +96,9 @@ class HalfNetwork(nn.Module):
 
 def save(path: str | Path, record: dict, info: dict | None = None) -> Path:
     """Write atomically (temporary sibling, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"format": FORMAT, "version": VERSION, "model": record, "info": info or {}}, tmp)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "version": VERSION, "model": record, "info": info or {}}, tmp)
+    return Path(path)
 
 
 def read(path: str | Path) -> dict | None:
@@ -109,8 +106,6 @@ def read(path: str | Path) -> dict | None:
     path = Path(path)
     if not path.is_file():
         raise TinyAscError(f"{path}: no such model file")
-    from tinyasc.compress.quantize import quiet_ao
-
     try:
         with quiet_ao():  # int8 tensors are rebuilt through torch's deprecated typed storages
             data = torch.load(path, map_location="cpu", weights_only=True)
@@ -124,3 +119,26 @@ def read(path: str | Path) -> dict | None:
     if data.get("version") != VERSION:
         raise TinyAscError(f"{path}: tinyasc model file version {data.get('version')!r}; this tinyasc reads {VERSION}")
     return data
+
+
+def read_model_file(path: str | Path) -> tuple[dict, dict, Path]:
+    """(record, info, file) for a run folder, a Lightning checkpoint or a tinyasc model file."""
+    path = Path(path)
+    if not path.exists():
+        raise TinyAscError(f"{path}: no such run folder or model file")
+    if path.is_dir():
+        path, _ = resolve_checkpoint(path)
+    data = read(path)
+    if data is not None:
+        return data["model"], data.get("info") or {}, path
+    return record_from_checkpoint(load_checkpoint(path)), {}, path
+
+
+def run_dir_of(path: str | Path) -> Path:
+    """The run folder a model belongs to: outputs of compression steps go into it."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if path.parent.name in ("checkpoints", "compressed"):
+        return path.parent.parent
+    return path.parent

@@ -1,6 +1,6 @@
 """tinyasc's MAC counter: torchinfo's rules for conv nets, real counts for token models.
 
-DCASE's counter (torchinfo 1.8, see ``tinyasc.complexity``) charges each leaf module with a
+DCASE's counter (torchinfo 1.8, see ``tinyasc.complexity.counts``) charges each leaf module with a
 ``weight``/``bias``: a conv its parameters x output positions, any other such module its parameter
 count once per sample. That is exact for conv nets, but a Linear applied to a token tensor
 [B, T, d] is charged once instead of T times, and functional matmuls (attention q @ k^T, attn @ v,
@@ -21,7 +21,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tinyasc.errors import TinyAscError
+from tinyasc.base.errors import TinyAscError
+from tinyasc.base.tables import format_table
 
 
 @dataclass
@@ -47,16 +48,6 @@ def count_macs(model: nn.Module, input_shape, functional: bool = True) -> int:
     """
     rows = layer_macs(model, input_shape)
     return sum(row.macs for row in rows if functional or row.kind not in OP_KINDS)
-
-
-def attention_counts(model: nn.Module, input_shape) -> tuple[int, int]:
-    """(params, MACs) with attention counted: a ``report_counter`` for ``counting="attention"``."""
-    return _n_params(model), count_macs(model, input_shape)
-
-
-def token_counts(model: nn.Module, input_shape) -> tuple[int, int]:
-    """(params, MACs) with Linears per token but no attention matmuls: ``counting="tokens"``."""
-    return _n_params(model), count_macs(model, input_shape, functional=False)
 
 
 def layer_macs(model: nn.Module, input_shape) -> list[LayerMacs]:
@@ -121,25 +112,11 @@ def layer_macs(model: nn.Module, input_shape) -> list[LayerMacs]:
     return list(rows.values())
 
 
-def format_table(rows: list[LayerMacs]) -> str:
+def format_layer_table(rows: list[LayerMacs]) -> str:
     """Plain-text table of ``layer_macs`` rows with totals (for docs and the CLI)."""
-    lines = [f"{'layer':<40} {'kind':<9} {'calls':>5} {'MACs':>12} {'torchinfo':>12}"]
-    for r in rows:
-        lines.append(f"{r.name or '(model)':<40} {r.kind:<9} {r.calls:>5} {r.macs:>12,} {r.torchinfo_macs:>12,}")
-    lines.append(f"{'total':<40} {'':<9} {'':>5} {sum(r.macs for r in rows):>12,} "
-                 f"{sum(r.torchinfo_macs for r in rows):>12,}")
-    return "\n".join(lines)
-
-
-def keras_counts(model: nn.Module, input_shape) -> tuple[int, int]:
-    """(params, MACs) as Keras counts params: BN moving mean/variance included (``counting="keras"``)."""
-    stats = sum(m.running_mean.numel() + m.running_var.numel() for m in model.modules()
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None)
-    return _n_params(model) + stats, count_macs(model, input_shape)
-
-
-def _n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    body = [[r.name or "(model)", r.kind, r.calls, f"{r.macs:,}", f"{r.torchinfo_macs:,}"] for r in rows]
+    body.append(["total", "", "", f"{sum(r.macs for r in rows):,}", f"{sum(r.torchinfo_macs for r in rows):,}"])
+    return format_table(["layer", "kind", "calls", "MACs", "torchinfo"], body, left=2)
 
 
 def _is_leaf(module: nn.Module) -> bool:

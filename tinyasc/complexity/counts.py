@@ -8,12 +8,28 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import torch
+import torchinfo
 from torch import nn
+
+from tinyasc.base.errors import TinyAscError
 
 MAX_BYTES = 128_000
 MAX_MACS = 30_000_000
 BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+
+
+def verdict(n_bytes: int, macs: int) -> dict:
+    """The DCASE verdict: within 128,000 bytes of parameters, within 30 M MACs, and both."""
+    fits_bytes, fits_macs = n_bytes <= MAX_BYTES, macs <= MAX_MACS
+    return {"fits_bytes": fits_bytes, "fits_macs": fits_macs, "fits": fits_bytes and fits_macs}
+
+
+def summarise(params: int, macs: int, n_bytes: int, by_dtype: dict, qparams: int, precision: str,
+              input_shapes: list) -> dict:
+    """The complexity record of a stored model (a network or an ensemble): counts, bytes by dtype, verdict."""
+    return {"params": int(params), "macs": int(macs), "bytes": int(n_bytes), "bytes_by_dtype": by_dtype,
+            "qparams": int(qparams), "precision": precision, **verdict(n_bytes, macs),
+            "input_shapes": [list(s) for s in input_shapes]}
 
 
 @dataclass
@@ -33,8 +49,6 @@ class Complexity:
 
 def torchinfo_counts(model: nn.Module, input_shape) -> tuple[int, int]:
     """(params, MACs) exactly as DCASE's NeSsi reports them, for an input of shape (1, C, F, T)."""
-    import torchinfo
-
     was_training = model.training
     model.eval()
     try:
@@ -47,8 +61,6 @@ def torchinfo_counts(model: nn.Module, input_shape) -> tuple[int, int]:
 def parameter_bytes(model: nn.Module, precision: str = "fp32") -> int:
     """Bytes of parameter memory at ``precision`` (numel x bytes per value; BN statistics excluded)."""
     if precision not in BYTES_PER_PARAM:
-        from tinyasc.errors import TinyAscError
-
         raise TinyAscError(f"unknown precision {precision!r}; choose one of {', '.join(BYTES_PER_PARAM)}")
     return sum(p.numel() for p in model.parameters()) * BYTES_PER_PARAM[precision]
 
@@ -59,13 +71,5 @@ def measure(model: nn.Module, input_shape, precision: str = "fp32") -> Complexit
         input_shape = (1, *input_shape)
     params, macs = torchinfo_counts(model, input_shape)
     n_bytes = parameter_bytes(model, precision)
-    fits_bytes, fits_macs = n_bytes <= MAX_BYTES, macs <= MAX_MACS
-    return Complexity(params=params, macs=macs, bytes=n_bytes, precision=precision, fits_bytes=fits_bytes,
-                      fits_macs=fits_macs, fits=fits_bytes and fits_macs, input_shape=input_shape)
-
-
-@torch.no_grad()
-def model_input_shape(frontend, duration: float = 1.0, sample_rate: int | None = None) -> tuple[int, int, int, int]:
-    """Shape of the model input for one clip of ``duration`` seconds, measured through the front end."""
-    sr = sample_rate or frontend.sample_rate
-    return tuple(frontend(torch.zeros(1, int(round(duration * sr)))).shape)
+    return Complexity(params=params, macs=macs, bytes=n_bytes, precision=precision, input_shape=input_shape,
+                      **verdict(n_bytes, macs))

@@ -7,6 +7,7 @@ results group TAU devices into seen (a, b, c, s1-s3) and unseen (s4-s6) when the
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from tinyasc.data.tau import device_group
 
@@ -59,3 +60,17 @@ def compute_metrics(probs: np.ndarray, labels: np.ndarray, devices: np.ndarray, 
         "classes": list(classes),
         "confusion": confusion.tolist(),
     }
+
+
+def probabilities(logits) -> np.ndarray:
+    """Class probabilities (softmax over the last axis, float32 as the model computed its logits)."""
+    return torch.softmax(torch.as_tensor(logits).float(), dim=-1).numpy()
+
+
+def metrics_from_logits(logits, labels, devices, ids, classes: list[str], device_names: list[str]) -> dict:
+    """DCASE metrics of a test pass, each clip counted once: a sharded multi-process pass repeats the
+    clips that pad the last shard, so rows are de-duplicated by clip id (first occurrence)."""
+    ids = np.asarray(ids)
+    _, first = np.unique(ids, return_index=True)
+    probs = probabilities(logits)[first]
+    return compute_metrics(probs, np.asarray(labels)[first], np.asarray(devices)[first], classes, device_names)

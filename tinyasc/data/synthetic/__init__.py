@@ -6,7 +6,7 @@ every tool that reads TAU22 reads it unchanged. As in TAU22: ten scenes; recordi
 segments, each recording (identifier ``<city>-<location>``) wholly in train or in test; device
 ``a`` dominant in train, the test set balanced over nine devices, ``s4``-``s6`` only in test; the
 smaller splits nested in the larger ones, whole recordings at a time. The audio comes from
-``synthetic_scenes`` (what each scene sounds like) and ``synthetic_devices`` (the recording chains).
+``synthetic.scenes`` (what each scene sounds like) and ``synthetic.devices`` (the recording chains).
 Generation is deterministic for a seed: the same arguments give the same bytes.
 """
 from __future__ import annotations
@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from tqdm import tqdm
 
-from tinyasc.data.synthetic_devices import TEST_ONLY_DEVICES, TRAIN_DEVICES, record
-from tinyasc.data.synthetic_scenes import SCENE_LABELS, render_scene
-from tinyasc.errors import TinyAscError
+from tinyasc.data.synthetic.devices import TEST_ONLY_DEVICES, TRAIN_DEVICES, record
+from tinyasc.data.synthetic.scenes import SCENE_LABELS, render_scene
+from tinyasc.base.errors import TinyAscError
 
 CITIES = ("barcelona", "helsinki", "lisbon", "london", "lyon", "milan", "paris", "prague", "stockholm", "vienna")
 SEGMENTS = 10  # 1 s segments per recording, as TAU's 10 s recordings
@@ -148,7 +149,6 @@ def _check(out: Path, n_clips, seed, sample_rate, subtype) -> None:
 def _write_audio(folder: Path, recordings, seed, sample_rate, subtype, progress) -> None:
     bar = None
     if progress:
-        from tqdm import tqdm
         bar = tqdm(total=sum(r.segments for r in recordings), unit="clip", desc="synthesizing")
     for rec in recordings:
         rng = np.random.default_rng((seed, _AUDIO, rec.index))

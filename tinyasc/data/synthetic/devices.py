@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from tinyasc.data.synthetic_dsp import F32, band_gain, bump_gain, gaussian_bins, rfft_freqs, tilt_gain
+from tinyasc.data.synthetic.dsp import F32, band_gain, bump_gain, gaussian_bins, rfft_freqs, tilt_gain
 
 DEVICES = {
     # band: (high-pass Hz, low-pass Hz, filter order); tilt: dB/octave around 1 kHz; bumps:

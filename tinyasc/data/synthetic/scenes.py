@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyasc.data import synthetic_sources as src
-from tinyasc.data.synthetic_dsp import F32, band_gain, rfft_freqs, tilt_gain
+from tinyasc.data.synthetic import sources as src
+from tinyasc.data.synthetic.dsp import F32, band_gain, rfft_freqs, tilt_gain
 
 SPACES = {  # rt60: reverberation time (s); wet: reverberant / direct amplitude
     "open": dict(rt60=(0.15, 0.5), wet=(0.0, 0.15)),

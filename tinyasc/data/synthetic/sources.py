@@ -2,7 +2,7 @@
 
 Every source is a function ``source(rng, n, sr, **params) -> float32 waveform of n samples`` at
 unit RMS; the scene recipe sets its level. Sources run at the scene's working rate (half the
-output rate, see ``synthetic_scenes``), so nothing here goes above ``0.45 * sr``. Event
+output rate, see ``synthetic.scenes``), so nothing here goes above ``0.45 * sr``. Event
 placement wraps around the end of the buffer, so the room's circular convolution sees a seamless
 loop.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyasc.data.synthetic_dsp import (
+from tinyasc.data.synthetic.dsp import (
     CONTROL_RATE, F32, add_wrapped, band_gain, bump_gain, control_points, decaying_burst, event_times, filtered,
     control_hop, harmonic_table, harmonic_tables, harmonics_below, oscillator, phase_index, rfft_freqs, shaped_noise, smooth,
     smooth_points, tilt_gain, unit_rms, upsample,

@@ -1,0 +1,4 @@
+"""The ground floor: the error type, atomic file writes, plain-text tables and the one registry type.
+
+Everything here depends on the standard library alone, so every other floor may use it.
+"""

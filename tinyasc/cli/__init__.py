@@ -1,0 +1,58 @@
+"""The ``tinyasc`` command line: one module per command group, every command a subcommand here.
+
+Each group module has ``add_parsers(subparsers)`` and ``COMMANDS`` (name -> handler, ``args -> exit
+status``). Handlers raise TinyAscError for anything a user got wrong; ``main`` prints its one line and
+returns 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tinyasc.base.errors import TinyAscError
+from tinyasc.cli import compress, data, deploy, models, train
+
+GROUPS = (train, models, data, compress, deploy)
+COMMANDS = {name: handler for group in GROUPS for name, handler in group.COMMANDS.items()}
+
+EPILOG = """examples:
+  tinyasc train                                  train the DCASE 2024 baseline on the built-in synthetic set
+  tinyasc train --data /data/TAU-urban-acoustic-scenes-2022-mobile-development --split 25 --out runs/s25
+  tinyasc train --config dcase24_baseline --epochs 2 --set optim.lr=0.002
+  tinyasc configs                                 the seed systems' recipes shipped with tinyasc
+  tinyasc evaluate runs/s25                       metrics, per class and device, confusion matrix
+  tinyasc predict runs/s25/checkpoints/best.ckpt clip.wav
+  tinyasc complexity --model dcase24_baseline --precision fp16
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tinyasc", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="tinyasc: low-complexity acoustic scene classification (DCASE Task 1). Train, evaluate, "
+                    "compress and deploy models small enough for a phone or a microcontroller.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for group in GROUPS:
+        group.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except TinyAscError as exc:
+        print(f"tinyasc: error: {exc}", file=sys.stderr)
+        for line in exc.details[:200]:
+            print(f"  {line}", file=sys.stderr)
+        if len(exc.details) > 200:
+            print(f"  ... and {len(exc.details) - 200} more", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tinyasc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

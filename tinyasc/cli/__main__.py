@@ -1,0 +1,5 @@
+import sys
+
+from tinyasc.cli import main
+
+sys.exit(main())

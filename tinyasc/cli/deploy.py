@@ -1,0 +1,115 @@
+"""Commands that put models to use: predict, export, timeline, submit."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tinyasc.base.errors import TinyAscError
+from tinyasc.cli.common import add_common, show
+from tinyasc.data.build import datamodule_for
+from tinyasc.deploy.onnx_export import OnnxPredictor, check_onnx, export_onnx
+from tinyasc.deploy.predict import predict_files
+from tinyasc.deploy.submission import write_submission
+from tinyasc.deploy.timeline import plot_timeline, scene_timeline, write_csv
+from tinyasc.modelfile import load_predictor, predictor_from_record, read_model_file, run_dir_of
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("predict", help="scene label and class probabilities for audio files",
+                       description="Cut each file into clip-length windows, average the windows' logits and "
+                                   "print the scene label with the top three class probabilities.")
+    p.add_argument("checkpoint", help="run folder, checkpoint, or a quantized/pruned/ensemble model file")
+    p.add_argument("files", nargs="+", help="audio files (wav/flac, any rate and channel count)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("export", help="ONNX export of a float or int8 model, checked with ONNX Runtime",
+                       description="Export the network (log-mel features in, logits out) to ONNX and compare "
+                                   "ONNX Runtime with PyTorch on the test clips: float logits within 1e-4 x "
+                                   "max(1, |logit|), int8 within 3 more output quantisation steps, same predictions "
+                                   "except on near ties.")
+    p.add_argument("model", help="run folder, checkpoint or tinyasc model file")
+    p.add_argument("--out", help="ONNX file (default RUN/compressed/<name>.onnx)")
+    p.add_argument("--no-check", action="store_true", help="skip the comparison on the test set")
+    add_common(p)
+
+    p = sub.add_parser("timeline", help="per-second scene labels of a long recording: CSV and PNG",
+                       description="Classify consecutive clip-length windows of an audio file; optional moving "
+                                   "average of the probabilities over --smooth windows.")
+    p.add_argument("model", help="run folder, checkpoint or tinyasc model file")
+    p.add_argument("file", help="audio file of any length")
+    p.add_argument("--smooth", type=int, default=1, help="odd number of windows to average (default 1: none)")
+    p.add_argument("--out-dir", default=".", help="folder for <file>.timeline.csv and .png (default .)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("submit", help="DCASE 2024 submission files: outputs per split and meta YAML",
+                       description="One model per training split (read from each model's config). Writes "
+                                   "<label>.output.split_<N>.csv and <label>.meta.yaml with complexity and "
+                                   "development results overall, class-wise and device-wise.")
+    p.add_argument("models", nargs="+", help="one run folder / model file per split")
+    p.add_argument("--label", required=True, help="submission label, e.g. Lastname_Inst_task1_1")
+    p.add_argument("--out", default="submission", help="output folder (default ./submission)")
+    p.add_argument("--eval-data", help="evaluation set folder to predict (default: the development test set)")
+    p.add_argument("--name", help="system name for the meta file")
+    p.add_argument("--author", action="append", default=[], help="'Firstname Lastname <email>' (repeatable)")
+    add_common(p)
+
+
+def cmd_predict(args) -> int:
+    results = predict_files(load_predictor(args.checkpoint), args.files)
+    text = "\n".join(f"{r['file']}\t{r['scene_label']}\t" + "  ".join(
+        f"{c} {p:.2f}" for c, p in sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:3]) for r in results)
+    show(args, results, text)
+    return 0
+
+
+def cmd_export(args) -> int:
+    record, _, file = read_model_file(args.model)
+    predictor = predictor_from_record(record, str(file))
+    out = export_onnx(predictor, args.out or run_dir_of(file) / "compressed" / f"{file.stem}.onnx")
+    info = {"output": str(out), "bytes_on_disk": out.stat().st_size}
+    text = f"wrote {out} ({out.stat().st_size:,} bytes)"
+    if not args.no_check:
+        dm = datamodule_for(predictor.config, args.data, "test", not args.no_progress)
+        check = check_onnx(predictor, OnnxPredictor(predictor, out), dm.test_dataloader())
+        info["check"] = check
+        text += (f"\nONNX Runtime vs PyTorch on {check['clips']} test clips: max |logit difference| "
+                 f"{check['max_abs_diff']:.3g} (tolerance {check['tolerance']:.3g}: {check['tolerance_rule']}), "
+                 f"{check['prediction_mismatches']} differing predictions "
+                 f"({check['decisive_mismatches']} outside near ties)")
+        if not check["ok"]:
+            show(args, info, text)
+            raise TinyAscError(f"{out}: ONNX Runtime disagrees with PyTorch beyond the tolerance")
+    show(args, info, text)
+    return 0
+
+
+def cmd_timeline(args) -> int:
+    timeline = scene_timeline(load_predictor(args.model), args.file, smooth=args.smooth)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.file).stem
+    csv_path = write_csv(timeline, out_dir / f"{stem}.timeline.csv")
+    png_path = plot_timeline(timeline, out_dir / f"{stem}.timeline.png")
+    info = {"file": args.file, "csv": str(csv_path), "png": str(png_path), "windows": len(timeline["labels"]),
+            "labels": timeline["labels"]}
+    segments, start = [], 0
+    labels = timeline["labels"]
+    for i in range(1, len(labels) + 1):
+        if i == len(labels) or labels[i] != labels[start]:
+            segments.append(f"{timeline['start'][start]:7.1f} s  {labels[start]} ({i - start} windows)")
+            start = i
+    show(args, info, "\n".join(segments) + f"\nwrote {csv_path} and {png_path}")
+    return 0
+
+
+def cmd_submit(args) -> int:
+    info = write_submission(args.models, args.label, args.out, args.eval_data, args.data, args.name, args.author,
+                            progress=not args.no_progress)
+    lines = [f"split {s.split('_')[1]:>3}: macro accuracy {r['overall']['accuracy']:.2f} %, log loss "
+             f"{r['overall']['logloss']:.3f}" for s, r in info["results"].items()]
+    lines.append(f"predictions on the {info['evaluated_on']}")
+    lines += [f"wrote {p}" for p in info["outputs"].values()] + [f"wrote {info['meta']}"]
+    show(args, info, "\n".join(lines))
+    return 0
+
+
+COMMANDS = {"predict": cmd_predict, "export": cmd_export, "timeline": cmd_timeline, "submit": cmd_submit}
