@@ -59,6 +59,8 @@ def add_parsers(sub) -> None:
 def config_from_args(args) -> dict:
     """The run's config from the command line, through the same ``config.resolve`` as the Python API."""
     base = None
+    if args.resume and not (Path(args.out) / "config.yaml").is_file():
+        raise TinyAscError(f"{args.out}: nothing to resume (no config.yaml of a run in this folder)")
     if args.resume:
         base = cfgmod.merge(cfgmod.DEFAULTS, cfgmod.load_yaml(Path(args.out) / "config.yaml"))
     flags = {"data.dir": args.data, "data.split": args.split, "trainer.epochs": args.epochs,
