@@ -7,17 +7,33 @@ use. The command line and the Python API both call ``resolve``, so they give the
 
 Recipes (the seed systems' configs) ship inside the package, in ``tinyasc/configs``: ``--config
 NAME`` finds one by name from any folder, ``list_recipes`` lists them.
+
+Every config is checked against a schema (``validate``; ``resolve`` does it too) before a run
+writes anything: types and ranges of the keys tinyasc reads, and no unknown key inside a section
+whose keys tinyasc knows (data, trainer, frontend, model, augment). What a named component takes
+(``model.args``, augmentation entries, loss/optim/schedule arguments, ``loss.distill``) stays free
+for its builder to check; only the arguments whose meaning is the same for every such component
+(``optim.lr``, ``schedule.warmup_steps``, ...) get a range here.
 """
 from __future__ import annotations
 
 import copy
+import inspect
+import math
+import numbers
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import yaml
 
-from tinyasc.audio.features import DCASE24_FRONTEND
+from tinyasc.audio.features import DCASE24_FRONTEND, MelFrontEnd
+from tinyasc.augment.registry import DOMAINS
 from tinyasc.base.errors import TinyAscError
 from tinyasc.base.files import write_text
+from tinyasc.data.tau import SHIPPED_SPLITS
 from tinyasc.models.registry import frontend_config
 
 RECIPES = Path(__file__).parent / "configs"
@@ -38,7 +54,8 @@ DEFAULTS: dict = {
     "optim": {"name": "adamw", "lr": 0.005, "weight_decay": 1e-4},
     "schedule": {"name": "cosine_warmup", "warmup_steps": 2000, "min_lr_ratio": 0.0},
     "trainer": {"epochs": 150, "batch_size": 256, "eval_batch_size": 256, "devices": 1, "accelerator": "auto",
-                "strategy": "auto", "precision": "32-true", "deterministic": "warn", "log_every_n_steps": 10},
+                "strategy": "auto", "precision": "32-true", "deterministic": "warn", "log_every_n_steps": 10,
+                "checkpoint_every_n_steps": None},
 }
 
 # The main job on the built-in synthetic set: a few epochs, a batch that suits a laptop CPU. Applies
@@ -143,9 +160,19 @@ def resolve(config_file: str | Path | None = None, overrides: list[dict] | None 
         return config
 
     config = build([])
-    if base is None and not config_file and not config["data"].get("dir"):
+    data = config.get("data")
+    quick = base is None and not config_file and not (isinstance(data, dict) and data.get("dir"))
+    if quick:
         config = build([QUICKSTART])
     check_names(config, str(config_file or "config"))
+    try:
+        _check_schema(config, split_files=True)
+    except _Invalid as bad:  # named after where the bad value came from: the file, or an override
+        layers = [("config", base or DEFAULTS), (str(config_file), load_yaml(config_file) if config_file else {}),
+                  ("config", {"model": None, "frontend": None} if model else {}),  # None: replaced as a whole
+                  ("config", QUICKSTART if quick else {}), *(("", update) for update in overrides or [])]
+        origin = next((label for label, layer in reversed(layers) if _sets(layer, bad.key.split("."))), "config")
+        raise TinyAscError(f"{origin}: {bad}" if origin else str(bad)) from None
     return config
 
 
@@ -166,6 +193,205 @@ def check_names(config: dict, source: str = "config") -> None:
                                         all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in entries)):
             raise TinyAscError(f"{source}: augment.{domain} must be a list of entries like {{name: freq_mask, ...}}, "
                                f"got {entries!r}")
+
+
+def validate(config: dict, source: str = "config", split_files: bool = True) -> None:
+    """Check a config (a resolved one, a run's saved one, a checkpoint's) against the schema: the names
+    (``check_names``), every known key's type and range, no unknown key in a known section, no missing
+    key that tinyasc reads. Raises TinyAscError ``"{source}: {key}: {problem}"``, one line.
+    ``split_files``: look a ``data.split`` other than 5/10/25/50/100 up as ``split{NAME}.csv`` in
+    ``data.dir``; False for the stored config of a finished run, whose dataset may be elsewhere now."""
+    check_names(config, source)
+    try:
+        _check_schema(config, split_files)
+    except _Invalid as bad:
+        raise TinyAscError(f"{source}: {bad}") from None
+
+
+# --- the schema ---------------------------------------------------------------------------------------
+class _Invalid(Exception):
+    """One schema problem at a dotted key; the caller says where the config came from."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Rule:
+    expected: str  # "an integer >= 1": the message says "expected <this>, got <value>"
+    accepts: Callable[[object], bool]
+
+    def check(self, key: str, value) -> None:
+        if not self.accepts(value):
+            raise _Invalid(key, f"expected {self.expected}, got {_show(value)}")
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def integer(low: int, high: int | None = None, null: bool = False) -> Rule:
+    what = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+    return Rule(what + (" or null" if null else ""),
+                lambda v: (null and v is None) or (_is_int(v) and low <= v and (high is None or v <= high)))
+
+
+def number(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False,
+           null: bool = False) -> Rule:
+    if high is None:
+        what = f"a number {'>' if low_open else '>='} {low:g}"
+    else:
+        what = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def accepts(v) -> bool:
+        if null and v is None:
+            return True
+        return (_is_number(v) and (v > low if low_open else v >= low)
+                and (high is None or (v < high if high_open else v <= high)))
+
+    return Rule(what + (" or null" if null else ""), accepts)
+
+
+def _float_dtype(v) -> bool:
+    try:
+        return isinstance(v, str) and np.dtype(v).kind == "f"
+    except TypeError:
+        return False
+
+
+BOOLEAN = Rule("true or false", lambda v: isinstance(v, bool))
+TEXT = Rule("a text", lambda v: isinstance(v, str) and bool(v.strip()))
+TEXT_OR_NULL = Rule("a text or null", lambda v: v is None or isinstance(v, str))
+PATH_OR_NULL = Rule("a path or null", lambda v: v is None or (isinstance(v, (str, os.PathLike)) and bool(str(v))))
+MAPPING_OR_NULL = Rule("a mapping or null", lambda v: v is None or isinstance(v, dict))
+KNOWN_SPLITS = (*SHIPPED_SPLITS, 100)
+
+# Sections whose keys tinyasc knows: their keys are DEFAULTS' (plus EXTRA_KEYS), and any other key is
+# refused with the list of known ones. A key without a rule here takes any value.
+EXTRA_KEYS = {"trainer": ("num_nodes",)}
+RULES: dict[str, dict[str, Rule]] = {
+    "data": {"dir": PATH_OR_NULL, "duration": number(0, low_open=True), "val_fraction": number(0, 1, high_open=True),
+             "cache_dir": PATH_OR_NULL,
+             "cache_dtype": Rule("a float dtype such as 'float16' or 'float32'", _float_dtype),
+             "num_workers": integer(0), "skip_bad_files": BOOLEAN, "synthetic_clips": integer(1, null=True),
+             "synthetic_seed": integer(0)},  # data.split: _check_split
+    "trainer": {"epochs": integer(1), "batch_size": integer(1), "eval_batch_size": integer(1),
+                "devices": Rule("an integer >= 1 or 'auto'",
+                                lambda v: (_is_int(v) and v >= 1) or (isinstance(v, str) and v == "auto")),
+                "accelerator": TEXT, "strategy": TEXT,
+                "precision": Rule("a precision such as '32-true', '16-mixed', 'bf16-mixed' or 32",
+                                  lambda v: (isinstance(v, str) and bool(v.strip()))
+                                  or (_is_int(v) and v in (16, 32, 64))),
+                "deterministic": Rule("true, false or 'warn'",
+                                      lambda v: isinstance(v, (bool, str)) and v in (True, False, "warn")),
+                "log_every_n_steps": integer(1), "num_nodes": integer(1),
+                "checkpoint_every_n_steps": integer(1, null=True)},
+    # The front end's keys are MelFrontEnd's arguments; its own checks (window names, deltas, win_length
+    # <= n_fft) run on the whole section afterwards.
+    "frontend": {"sample_rate": integer(1), "n_fft": integer(1), "win_length": integer(1, null=True),
+                 "hop_length": integer(1), "n_mels": integer(1), "fmin": number(0),
+                 "fmax": number(0, low_open=True, null=True), "window": TEXT, "mel_scale": TEXT,
+                 "mel_norm": TEXT_OR_NULL, "log_offset": number(0, low_open=True), "deltas": integer(0, 2),
+                 "delta_width": integer(1), "trim_frames": integer(0)},
+    "model": {"name": TEXT_OR_NULL, "args": MAPPING_OR_NULL},
+    "augment": {domain: Rule("a list of entries like {name: freq_mask, ...} or null",
+                             lambda v: v is None or isinstance(v, list)) for domain in DOMAINS},
+    # Named components: their arguments depend on the component, so any key is accepted; these few
+    # mean the same for every loss, optimiser or schedule that takes them (null: the builder's default).
+    "loss": {"label_smoothing": number(0, 1, high_open=True, null=True),
+             "distill": Rule("a mapping {weight, temperature, teachers | logits} or null",
+                             lambda v: v is None or v is False or isinstance(v, dict))},
+    "optim": {"lr": number(0, low_open=True), "weight_decay": number(0, null=True), "momentum": number(0, null=True)},
+    "schedule": {"warmup_steps": integer(0, null=True), "warmup_epochs": number(0, null=True),
+                 "min_lr_ratio": number(0, 1, null=True)},
+}
+FREE_FORM = ("loss", "optim", "schedule")  # sections that take any further key
+# Keys the code reads without a default: a config without them (a crafted checkpoint's) is refused.
+REQUIRED = {"data": ("split", "duration", "val_fraction", "num_workers", "cache_dtype", "skip_bad_files"),
+            "trainer": ("epochs", "batch_size", "eval_batch_size", "devices", "accelerator", "strategy", "precision",
+                        "deterministic", "log_every_n_steps"),
+            "frontend": ("sample_rate",), "model": ("name",)}
+
+
+def known_keys(section: str) -> list[str]:
+    """The keys a section whose keys tinyasc knows may hold (data, trainer, frontend, model, augment)."""
+    if section == "frontend":
+        return [k for k in inspect.signature(MelFrontEnd.__init__).parameters if k != "self"]
+    if section == "augment":
+        return list(DOMAINS)
+    if section == "model":
+        return ["name", "args"]
+    return [*DEFAULTS[section], *(k for k in EXTRA_KEYS.get(section, ()) if k not in DEFAULTS[section])]
+
+
+def _check_schema(config: dict, split_files: bool) -> None:
+    top = [*DEFAULTS, "description"]
+    for key in config:
+        if key not in top:
+            raise _Invalid(str(key), f"unknown section; known: {', '.join(top)}")
+    for key in DEFAULTS:
+        if key not in config:
+            raise _Invalid(key, f"missing section; a config has {', '.join(DEFAULTS)}")
+    integer(0, 2 ** 32 - 1).check("seed", config["seed"])  # the range numpy's and Lightning's seeding accept
+    TEXT_OR_NULL.check("description", config.get("description"))
+    for section, rules in RULES.items():
+        values = config[section]
+        if not isinstance(values, dict):
+            raise _Invalid(section, f"expected a mapping of keys, got {_show(values)}")
+        if section not in FREE_FORM:
+            known = known_keys(section)
+            for key in values:
+                if key not in known:
+                    raise _Invalid(f"{section}.{key}", f"unknown key; known: {', '.join(known)}")
+        for key in REQUIRED.get(section, ()):
+            if key not in values:
+                raise _Invalid(f"{section}.{key}", "missing key")
+        for key, rule in rules.items():
+            if key in values:
+                rule.check(f"{section}.{key}", values[key])
+    _check_split(config["data"], split_files)
+    try:  # what the front end itself refuses (window and scale names, deltas, win_length > n_fft)
+        MelFrontEnd(**config["frontend"])
+    except (TypeError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _Invalid("frontend", reason) from None
+
+
+def _check_split(data: dict, split_files: bool) -> None:
+    """5, 10, 25, 50, 100 (also as text), or NAME of a split file ``split{NAME}.csv`` in data.dir."""
+    split = data["split"]
+    if _is_int(split) and split in KNOWN_SPLITS or isinstance(split, str) and split.strip() in map(str, KNOWN_SPLITS):
+        return
+    if (_is_int(split) and split >= 1) or (isinstance(split, str) and split.strip()):
+        folder = Path(data["dir"]).expanduser() if data.get("dir") else None
+        if not split_files or (folder is not None and not folder.is_dir()):  # the folder itself is checked later
+            return
+        if folder is not None and (folder / f"split{split}.csv").is_file():
+            return
+    raise _Invalid("data.split", f"expected one of {', '.join(map(str, KNOWN_SPLITS))} or the NAME of a split file "
+                                 f"split{{NAME}}.csv in data.dir, got {_show(split)}")
+
+
+def _sets(layer, keys: list[str]) -> bool:
+    """Whether a config layer (a file, an override) sets the dotted key, or replaces what holds it."""
+    node = layer
+    for key in keys:
+        if not isinstance(node, dict):
+            return True
+        if key not in node:
+            return False
+        node = node[key]
+    return True
 
 
 def save(config: dict, path: str | Path) -> None:

@@ -19,7 +19,7 @@ import torch
 
 from tinyasc import config as cfgmod
 from tinyasc.base.errors import TinyAscError
-from tinyasc.base.files import write_json, write_text
+from tinyasc.base.files import check_output_dir, write_json, write_text
 from tinyasc.data.build import make_datamodule
 from tinyasc.evaluation.evaluate import evaluate, evaluate_sharded
 from tinyasc.evaluation.plots import plot_confusion, plot_learning_curves
@@ -29,45 +29,78 @@ from tinyasc.training.optim import follows_metric
 from tinyasc.training.trainer import is_first_process, make_trainer, quiet_lightning
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, first_process: bool = True) -> Path | None:
-    """Checks before anything is written; returns the checkpoint to resume from."""
+# What a resumed run cannot change: the network and what feeds it.
+FIXED_ON_RESUME = (("model", ("model",)), ("front end", ("frontend",)), ("clip length", ("data", "duration")))
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, first_process: bool = True) -> dict | None:
+    """Checks before anything is written; returns the checkpoint to resume from (loaded)."""
     last = run_dir / "checkpoints" / "last.ckpt"
-    if not first_process:  # the first process has checked, and may have written config.yaml already
-        return last if resume else None
     if resume:
         if not last.is_file():
             raise TinyAscError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
-        load_checkpoint(last)  # fails cleanly on a damaged checkpoint before training starts
-        return last
-    if (run_dir / "checkpoints").exists() or (run_dir / "config.yaml").exists():
+        return load_checkpoint(last)  # fails cleanly on a damaged checkpoint before training starts
+    if first_process and ((run_dir / "checkpoints").exists() or (run_dir / "config.yaml").exists()):
         raise TinyAscError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
+    if first_process:  # a file, a path under a file, a read-only place: refused before any work
+        existed = run_dir.exists()
+        check_output_dir(run_dir)
+        if not existed:
+            run_dir.rmdir()  # nothing is left behind until every check has passed
     return None
+
+
+def check_resume(run_dir: Path, checkpoint: dict, config: dict, classes: list[str]) -> None:
+    """A resumed run may train longer or with other settings, but not on another network, front end
+    or set of classes: the checkpoint could not be continued."""
+    saved = checkpoint["hyper_parameters"]["config"]
+    for what, keys in FIXED_ON_RESUME:
+        old, new = saved, config
+        for key in keys:
+            old, new = old.get(key), new.get(key)
+        if old != new:
+            raise TinyAscError(f"{run_dir}: --resume cannot change the {what} (the run has {old!r}, asked for {new!r})")
+    old_classes = list(checkpoint["hyper_parameters"]["classes"])
+    if old_classes != list(classes):
+        raise TinyAscError(f"{run_dir}: --resume cannot change the classes (the run has {', '.join(old_classes)}; "
+                           f"the data has {', '.join(classes)})")
 
 
 def train(config: dict, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Train a run, evaluate its best checkpoint on the test set and write the run folder; returns the
     results (``{}`` in the extra processes of a multi-process run)."""
     quiet_lightning()
+    cfgmod.validate(config)  # a config built in Python meets the same schema as one from the command line
     run_dir = Path(run_dir)
     first = is_first_process()
-    ckpt_path = prepare_run_dir(run_dir, resume, first)
+    checkpoint = prepare_run_dir(run_dir, resume, first)
     L.seed_everything(config["seed"], workers=True, verbose=False)
     dm = make_datamodule(config, progress=progress)
     dm.setup("fit")
+    if checkpoint is not None:
+        check_resume(run_dir, checkpoint, config, dm.classes)
     has_val = len(dm.sets["val"]) > 0
     if not has_val and follows_metric(config["schedule"].get("name", "cosine_warmup")):
         raise TinyAscError(f"schedule {config['schedule']['name']!r} follows a validation metric, but no validation "
                            f"recordings are held out; set data.val_fraction > 0")
     module = SceneClassifier(config, dm.classes, dm.devices)
+    resume_step = None if checkpoint is None else int(checkpoint["global_step"])
+    trainer = make_trainer(config, run_dir, progress, fit=True, has_val=has_val, resume_step=resume_step)
+    # Everything is checked: from here on the run folder is written.
     if first:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfgmod.save(config, run_dir / "config.yaml")
         if dm.left_out:
             write_text(run_dir / "left_out.csv",
                        "filename\tproblem\n" + "".join(f"{n}\t{why}\n" for n, why in dm.left_out.items()))
-    trainer = make_trainer(config, run_dir, progress, fit=True, has_val=has_val)
     start = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=None if checkpoint is None else run_dir / "checkpoints" / "last.ckpt")
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl-C into SystemExit after its on_exception hooks
+            raise KeyboardInterrupt(f"stopped at step {trainer.global_step}; continue with "
+                                    f"`tinyasc train --out {run_dir} --resume`") from None
+        raise
     train_seconds = time.time() - start
     # The other processes may have named a different default run folder: all take the first one's.
     ckpt = trainer.strategy.broadcast(str(run_dir / "checkpoints" / ("best.ckpt" if has_val else "last.ckpt")))

@@ -3,6 +3,8 @@
 Macro class-wise accuracy (the mean over classes of per-class accuracy) is the primary metric.
 Log loss is the mean multi-class cross-entropy with probabilities clipped to [1e-15, 1]. Per-device
 results group TAU devices into seen (a, b, c, s1-s3) and unseen (s4-s6) when the devices are TAU's.
+A metric with no clips to average over (a class without test clips) is None, ``null`` in JSON: NaN is
+not JSON, and a mean over no clips is no number. Means over classes skip such classes.
 """
 from __future__ import annotations
 
@@ -16,13 +18,18 @@ EPS = 1e-15
 
 def _group(correct: np.ndarray, nll: np.ndarray, mask: np.ndarray) -> dict:
     n = int(mask.sum())
-    return {"accuracy": float(correct[mask].mean()) if n else float("nan"),
-            "log_loss": float(nll[mask].mean()) if n else float("nan"), "n": n}
+    return {"accuracy": float(correct[mask].mean()) if n else None,
+            "log_loss": float(nll[mask].mean()) if n else None, "n": n}
 
 
-def macro_accuracy(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> float:
+def macro_accuracy(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> float | None:
     accs = [np.mean(predictions[labels == k] == k) for k in range(n_classes) if np.any(labels == k)]
-    return float(np.mean(accs)) if accs else float("nan")
+    return float(np.mean(accs)) if accs else None
+
+
+def _mean(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
 
 
 def compute_metrics(probs: np.ndarray, labels: np.ndarray, devices: np.ndarray, classes: list[str],
@@ -49,10 +56,10 @@ def compute_metrics(probs: np.ndarray, labels: np.ndarray, devices: np.ndarray, 
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(confusion, (labels, pred), 1)
     return {
-        "accuracy": float(correct.mean()),
+        "accuracy": float(correct.mean()) if len(labels) else None,
         "macro_accuracy": macro_accuracy(labels, pred, n_classes),
-        "log_loss": float(nll.mean()),
-        "macro_log_loss": float(np.nanmean([v["log_loss"] for v in per_class.values()])),
+        "log_loss": float(nll.mean()) if len(labels) else None,
+        "macro_log_loss": _mean([v["log_loss"] for v in per_class.values()]),
         "n": int(len(labels)),
         "per_class": per_class,
         "per_device": per_device,

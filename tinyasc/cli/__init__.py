@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         if len(exc.details) > 200:
             print(f"  ... and {len(exc.details) - 200} more", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("tinyasc: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print("tinyasc: interrupted" + (f": {exc}" if str(exc) else ""), file=sys.stderr)
         return 130
 
 

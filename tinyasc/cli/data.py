@@ -17,9 +17,13 @@ def add_parsers(sub) -> None:
 
 
 def cmd_synth(args) -> int:
+    if args.clips is not None and args.clips < synthetic.MIN_CLIPS:  # 0 is no request for the default size
+        raise TinyAscError(f"--clips {args.clips}: need at least {synthetic.MIN_CLIPS} (one training and one test "
+                           f"recording of {synthetic.SEGMENTS} clips)")
     if Path(args.out).exists():
         raise TinyAscError(f"{args.out}: already exists; choose a new folder")
-    out = synthetic.synthesize(args.out, n_clips=args.clips or synthetic.DEFAULT_CLIPS, seed=args.seed, progress=True)
+    clips = synthetic.DEFAULT_CLIPS if args.clips is None else args.clips
+    out = synthetic.synthesize(args.out, n_clips=clips, seed=args.seed, progress=True)
     print(f"wrote synthetic TAU-layout dataset to {out}")
     return 0
 

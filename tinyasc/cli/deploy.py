@@ -1,15 +1,15 @@
 """Commands that put models to use: predict, export, timeline, submit."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from tinyasc.base.errors import TinyAscError
+from tinyasc.base.files import check_output_file
 from tinyasc.cli.common import add_common, show
 from tinyasc.data.build import datamodule_for
 from tinyasc.deploy.onnx_export import OnnxPredictor, check_onnx, export_onnx
 from tinyasc.deploy.predict import predict_files
 from tinyasc.deploy.submission import write_submission
-from tinyasc.deploy.timeline import plot_timeline, scene_timeline, write_csv
+from tinyasc.deploy.timeline import output_paths, plot_timeline, scene_timeline, write_csv
 from tinyasc.modelfile import load_predictor, predictor_from_record, read_model_file, run_dir_of
 
 
@@ -64,7 +64,7 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     record, _, file = read_model_file(args.model)
     predictor = predictor_from_record(record, str(file))
-    out = export_onnx(predictor, args.out or run_dir_of(file) / "compressed" / f"{file.stem}.onnx")
+    out = export_onnx(predictor, check_output_file(args.out or run_dir_of(file) / "compressed" / f"{file.stem}.onnx"))
     info = {"output": str(out), "bytes_on_disk": out.stat().st_size}
     text = f"wrote {out} ({out.stat().st_size:,} bytes)"
     if not args.no_check:
@@ -83,12 +83,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_timeline(args) -> int:
+    csv_path, png_path = output_paths(args.file, args.out_dir)  # a bad --out-dir fails before any work
     timeline = scene_timeline(load_predictor(args.model), args.file, smooth=args.smooth)
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = Path(args.file).stem
-    csv_path = write_csv(timeline, out_dir / f"{stem}.timeline.csv")
-    png_path = plot_timeline(timeline, out_dir / f"{stem}.timeline.png")
+    write_csv(timeline, csv_path)
+    plot_timeline(timeline, png_path)
     info = {"file": args.file, "csv": str(csv_path), "png": str(png_path), "windows": len(timeline["labels"]),
             "labels": timeline["labels"]}
     segments, start = [], 0

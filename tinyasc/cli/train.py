@@ -38,7 +38,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a run or any model file on its test set",
                        description="Accuracy, macro class-wise accuracy, log loss, per class and per device "
                                    "(seen/unseen for TAU devices); writes metrics.json and confusion_matrix.png "
-                                   "into the run folder.")
+                                   "into the run folder (metrics-<data folder>.json with --data; a compressed or "
+                                   "ensemble file gets <file>.metrics.json beside it).")
     p.add_argument("run", help="run folder, checkpoint, or a quantized/pruned/ensemble model file")
     p.add_argument("--data", help="dataset folder (default: the one the run was trained on)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -62,7 +63,9 @@ def config_from_args(args) -> dict:
     if args.resume and not (Path(args.out) / "config.yaml").is_file():
         raise TinyAscError(f"{args.out}: nothing to resume (no config.yaml of a run in this folder)")
     if args.resume:
-        base = cfgmod.merge(cfgmod.DEFAULTS, cfgmod.load_yaml(Path(args.out) / "config.yaml"))
+        saved = Path(args.out) / "config.yaml"
+        base = cfgmod.merge(cfgmod.DEFAULTS, cfgmod.load_yaml(saved))
+        cfgmod.validate(base, str(saved))
     flags = {"data.dir": args.data, "data.split": args.split, "trainer.epochs": args.epochs,
              "trainer.batch_size": args.batch_size, "seed": args.seed, "trainer.devices": args.devices,
              "data.skip_bad_files": True if args.skip_bad_files else None}
@@ -113,7 +116,8 @@ def results_table(result: dict, run_dir: Path | None = None) -> str:
 
 def cmd_evaluate(args) -> int:
     result = evaluate(args.run, args.data, progress=not args.no_progress)
-    show(args, result, results_table(result))
+    written = " and ".join(result.get("written", [])) or "nothing"
+    show(args, result, results_table(result) + f"\nscored {result['checkpoint']} on {result['data']}; wrote {written}")
     return 0
 
 

@@ -7,7 +7,7 @@ fitted by minimising cross-entropy on clips every member held out. The result is
 """
 from __future__ import annotations
 
-from pathlib import Path
+import math
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tinyasc.base.errors import TinyAscError
+from tinyasc.base.files import check_output_file
 from tinyasc.data.build import datamodule_for
 from tinyasc.data.datamodule import WaveSet, collate_batch, holdout_recordings
 from tinyasc.evaluation.evaluate import evaluate_predictor, summary
@@ -31,6 +32,9 @@ def average_weights(weights, n: int) -> list[float]:
     weights = [float(w) for w in weights]
     if len(weights) != n:
         raise TinyAscError(f"--weights: {len(weights)} value(s) for {n} model(s)")
+    if not all(math.isfinite(w) for w in weights):
+        raise TinyAscError(f"--weights {' '.join(map(str, weights))}: every weight must be a finite number "
+                           "(not nan or inf)")
     if any(w < 0 for w in weights) or sum(weights) <= 0:
         raise TinyAscError(f"--weights {' '.join(map(str, weights))}: weights must be >= 0 with a positive sum")
     total = sum(weights)
@@ -99,6 +103,7 @@ def build_ensemble(models: list, weights=None, linear: bool = False, out=None, d
         raise TinyAscError("ensemble: give at least two models")
     if linear and weights:
         raise TinyAscError("ensemble: --weights and --fit-linear exclude each other")
+    out = check_output_file(out or run_dir_of(models[0]) / "compressed" / "ensemble.pt")  # before any work
     members = [load_predictor(m) for m in models]
     fit = {}
     if linear:
@@ -113,7 +118,6 @@ def build_ensemble(models: list, weights=None, linear: bool = False, out=None, d
         fit = {"clips": int(sum(len(y) for y in labels))}
     else:
         ensemble = Ensemble(members, average_weights(weights, len(members)), None, "average")
-    out = Path(out) if out else run_dir_of(models[0]) / "compressed" / "ensemble.pt"
     dm = datamodule_for(ensemble.config, data_dir, "test", progress)
     columns = {f"model {i + 1}": {**summary(evaluate_predictor(m, dm, "test", progress)), "complexity": m.complexity()}
                for i, m in enumerate(members)}

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from tinyasc.base.errors import TinyAscError
+from tinyasc.base.files import check_output_file
 from tinyasc.complexity import torchinfo_counts
 from tinyasc.compress.channels import channel_groups, cut_group, filter_importance, prunable
 from tinyasc.compress.finetune import finetune, module_around
@@ -86,6 +87,7 @@ def prune_model(source, ratio: float | None = None, target_params: int | None = 
     if steps < 1:
         raise TinyAscError(f"--steps {steps}: must be at least 1")
     record, file = float_record(source)
+    out = check_output_file(out or run_dir_of(file) / "compressed" / f"{file.stem}-pruned.pt")  # before any work
     hyper, reference = record["hyper_parameters"], artifact.float_network(record)
     network = artifact.build_network(record, str(file))
     example = torch.zeros(artifact.input_shape(hyper["config"]))
@@ -115,7 +117,6 @@ def prune_model(source, ratio: float | None = None, target_params: int | None = 
         module.model.eval()
         final, point = snapshot(step_rate)
         history.append(point)
-    out = Path(out) if out else run_dir_of(file) / "compressed" / f"{file.stem}-pruned.pt"
     artifact.save(out, final)
     pruned = Predictor(artifact.read(out)["model"], str(out))
     float_m, pruned_m = evaluate_predictor(start, dm, "test", progress), evaluate_predictor(pruned, dm, "test", progress)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from tinyasc.base.errors import TinyAscError
+from tinyasc.base.files import check_output_file
 from tinyasc.compress.finetune import finetune, module_around
 from tinyasc.data.build import datamodule_for
 from tinyasc.evaluation.evaluate import evaluate_predictor, summary
@@ -49,11 +50,18 @@ def calibration_batches(predictor: Predictor, dm, max_batches: int):
         yield predictor.features(waves.float()).clone()
 
 
+def output_file(out, source: Path, mode: str) -> Path:
+    """Where the compressed model goes (default RUN/compressed/<name>-<mode>.pt), checked before any
+    work: not a folder, and in a folder that exists or can be made and is writable."""
+    return check_output_file(out or run_dir_of(source) / "compressed" / f"{source.stem}-{mode}.pt")
+
+
 def quantize_model(source, mode: str, out=None, data_dir=None, epochs: int | None = None, lr: float | None = None,
                    calib_batches: int = 32, progress: bool = True) -> dict:
     if mode not in MODES:
         raise TinyAscError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
     record, file = float_record(source)
+    out = output_file(out, file, mode)  # a bad --out fails now, not after fine-tuning or calibration
     float_pred = Predictor(record, str(file))
     hyper = record["hyper_parameters"]
     dm = datamodule_for(float_pred.config, data_dir, "fit", progress)
@@ -78,7 +86,6 @@ def quantize_model(source, mode: str, out=None, data_dir=None, epochs: int | Non
         recipe.update(epochs=epochs, lr=lr, schedule=schedule)
     new_record = artifact.network_record(compressed, hyper, precision, mode if precision == "int8" else None,
                                          record.get("shapes"))
-    out = Path(out) if out else run_dir_of(file) / "compressed" / f"{file.stem}-{mode}.pt"
     artifact.save(out, new_record)  # written first, then evaluated as loaded back from disk
     compressed_pred = Predictor(artifact.read(out)["model"], str(out))
     float_m = evaluate_predictor(float_pred, dm, "test", progress)

@@ -10,7 +10,7 @@ from tinyasc.data.datamodule import SceneDataModule
 
 def synthetic_dir(clips: int | None, seed: int, progress: bool = True) -> Path:
     """The built-in synthetic dataset, generated once into the cache folder."""
-    clips = clips or synthetic.DEFAULT_CLIPS
+    clips = synthetic.DEFAULT_CLIPS if clips is None else clips
     folder = default_cache_root() / "synthetic" / f"v{synthetic.VERSION}-clips{clips}-seed{seed}"
     if not (folder / "meta.csv").is_file():
         print(f"Generating the synthetic scene dataset ({clips} clips) in {folder}")

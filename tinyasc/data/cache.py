@@ -9,10 +9,18 @@ is built in a temporary folder and renamed into place only when complete, and it
 with unusable files is still completed, so a rerun with ``--skip-bad-files`` decodes nothing again.
 Processes building the same cache at once (DDP ranks started by torchrun) take turns on a file
 lock: the first builds, the others reuse its result.
+
+Using a complete cache writes nothing (no lock file either), so a cache on a read-only medium
+works. A build reserves the whole array on disk before decoding (``posix_fallocate``), so a full
+disk fails at once with a message instead of killing the process with SIGBUS when a page of the
+memory map is written; any file-system error while building (full disk, read-only or forbidden
+folder) removes the unfinished ``.building-*`` folder and raises one TinyAscError naming the cache
+folder and how to move it (env ``TINYASC_CACHE`` or ``data.cache_dir``).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -28,8 +36,9 @@ from tqdm import tqdm
 
 from tinyasc.audio.io import load_audio
 from tinyasc.base.errors import TinyAscError
+from tinyasc.base.files import os_reason
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: truncated audio files count as bad files
 
 
 @dataclass
@@ -83,15 +92,25 @@ def load_or_build(paths: list[Path], sample_rate: int, n_samples: int, cache_roo
     cache_root = Path(cache_root) if cache_root else default_cache_root()
     key = cache_key(paths, sample_rate, n_samples, dtype)
     folder = cache_root / f"waves-{key}"
-    cache_root.mkdir(parents=True, exist_ok=True)
-    with _build_lock(cache_root / f".lock-{key}"):
-        found = _verified(folder, key, len(paths), n_samples, dtype)
-        built = found is None
-        if built:
-            _build(folder, key, paths, sample_rate, n_samples, dtype, workers, progress)
-            found = _verified(folder, key, len(paths), n_samples, dtype)
-            if found is None:
-                raise TinyAscError(f"{folder}: waveform cache failed verification right after it was built")
+    # A complete cache is used without writing anything (not even the lock): it may be on a read-only medium.
+    found = _verified(folder, key, len(paths), n_samples, dtype)
+    built = False
+    if found is None:
+        try:
+            cache_root.mkdir(parents=True, exist_ok=True)
+            with _build_lock(cache_root / f".lock-{key}"):
+                found = _verified(folder, key, len(paths), n_samples, dtype)  # built by another process meanwhile?
+                built = found is None
+                if built:
+                    _build(folder, key, paths, sample_rate, n_samples, dtype, workers, progress)
+                    found = _verified(folder, key, len(paths), n_samples, dtype)
+        except OSError as exc:
+            need = len(paths) * n_samples * np.dtype(dtype).itemsize
+            raise TinyAscError(f"{cache_root}: cannot build the waveform cache there ({os_reason(exc)}; it needs "
+                               f"{need / 1e6:.1f} MB); point TINYASC_CACHE or data.cache_dir at a writable folder "
+                               f"with space") from exc
+        if found is None:
+            raise TinyAscError(f"{folder}: waveform cache failed verification right after it was built")
     waves, manifest = found
     _raise_if_bad(manifest["bad"], len(paths), skip_bad)
     return WaveCache(waves, folder, manifest["bad"], np.asarray(manifest["rates"], dtype=np.int64), built)
@@ -110,6 +129,20 @@ def _build_lock(path: Path):
         yield
 
 
+def _allocate(path: Path) -> None:
+    """Reserve the file's blocks now: a full disk fails here with ENOSPC, not later with SIGBUS."""
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: the pages are written as they come
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):  # these: no fallocate here
+            raise
+    finally:
+        os.close(fd)
+
+
 def _build(folder, key, paths, sample_rate, n_samples, dtype, workers, progress) -> None:
     if folder.exists():  # stale or damaged: removed; the new one appears only once complete
         shutil.rmtree(folder, ignore_errors=True)
@@ -117,6 +150,11 @@ def _build(folder, key, paths, sample_rate, n_samples, dtype, workers, progress)
     tmp.mkdir()
     try:
         out = np.lib.format.open_memmap(tmp / "waves.npy", mode="w+", dtype=dtype, shape=(len(paths), n_samples))
+        try:
+            _allocate(tmp / "waves.npy")
+        except OSError:
+            del out  # unmap before the folder is removed
+            raise
         bad, rates = _decode_all(paths, out, sample_rate, n_samples, workers, progress)
         out.flush()
         del out
@@ -127,7 +165,8 @@ def _build(folder, key, paths, sample_rate, n_samples, dtype, workers, progress)
         try:
             os.replace(tmp, folder)
         except OSError:  # another process (without the lock: another machine) finished it first: use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
+            if _verified(folder, key, len(paths), n_samples, dtype) is None:
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

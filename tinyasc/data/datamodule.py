@@ -6,8 +6,9 @@ labels [B], device ids [B], clip ids [B]).
 
 ``setup`` checks every file of the lists it loads before anything trains (see
 ``tinyasc.data.validate``): all problems raise together, or, with ``skip_bad_files``, those files
-are left out and listed in ``left_out``. Under DDP every loader is sharded by rank: training with
-``EpochShuffle``, evaluation with ``RankShard``.
+are left out and listed in ``left_out``. A training split that lacks a class of the test list, or
+holds a single class, is warned about (one line naming the split file). Under DDP every loader is
+sharded by rank: training with ``EpochShuffle``, evaluation with ``RankShard``.
 """
 from __future__ import annotations
 
@@ -94,6 +95,18 @@ def holdout_recordings(clips: list[Clip], fraction: float, seed: int) -> np.ndar
     return np.array([score(c.identifier) < fraction for c in clips])
 
 
+def warn_about_classes(train_path: Path, train: list[Clip], test_path: Path, test: list[Clip]) -> None:
+    """One warning line each: test classes the training split never shows, and a single-class split."""
+    trained = sorted({c.label for c in train})
+    missing = sorted({c.label for c in test} - set(trained))
+    if missing:
+        warnings.warn(f"{train_path}: no training clips of {len(missing)} class(es) the test list {test_path} "
+                      f"holds: {', '.join(missing)}; the model cannot learn them")
+    if len(trained) == 1:
+        warnings.warn(f"{train_path}: the training split holds a single class ({trained[0]}); the model "
+                      f"learns to answer it for every clip")
+
+
 class SceneDataModule(L.LightningDataModule):
     def __init__(self, data_dir: str | Path, split: int | str = 100, sample_rate: int = 32000,
                  duration: float = 1.0, batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
@@ -127,7 +140,9 @@ class SceneDataModule(L.LightningDataModule):
         problems: dict[str, str] = {}  # filename -> reason, over all lists, reported together
         for name, (path, text) in lists.items():
             self.clips[name] = self.folder.read_list(path, text, mislabelled=problems)
-            self.folder.check_files_exist(self.clips[name], path.name)
+            self.folder.check_files_exist(self.clips[name], path)
+        if "train" in lists:
+            warn_about_classes(lists["train"][0], self.clips["train"], lists["test"][0], self.clips["test"])
         caches = {name: load_or_build([self.folder.path(c.filename) for c in self.clips[name]], self.sample_rate,
                                       self.n_samples, self.cache_dir, self.cache_dtype, skip_bad=True,
                                       progress=self.progress) for name in lists}
@@ -136,7 +151,8 @@ class SceneDataModule(L.LightningDataModule):
         problems.update(validate.odd_sample_rates([c.filename for name in lists for c in self.clips[name]],
                                                   np.concatenate([caches[name].rates for name in lists])))
         n_files = len({c.filename for name in lists for c in self.clips[name]})
-        validate.check(problems, n_files, self.folder.root, self.skip_bad_files)
+        validate.check(problems, n_files, self.folder.root, self.skip_bad_files,
+                       validate.SKIP_HINT if "train" in lists else self._test_way_out(lists["test"][0]))
         if problems:
             warnings.warn(f"{self.folder.root}: left out {len(problems)} of {n_files} files with problems "
                           f"(first: {min(problems)}: {problems[min(problems)]})")
@@ -157,6 +173,12 @@ class SceneDataModule(L.LightningDataModule):
             if len(self.sets["train"]) == 0:
                 raise TinyAscError(f"{lists['train'][0]}: no training clips left after holding out validation "
                                    f"recordings and leaving out files with problems")
+
+    def _test_way_out(self, test_path: Path) -> str:
+        """Scoring has no --skip-bad-files (a score over fewer clips is another score): the test list is the lever."""
+        if test_path.is_file():
+            return f"remove them from the test list {test_path}"
+        return f"write a test list without them as {self.folder.root / 'test.csv'} (it replaces the shipped one)"
 
     def loader(self, name: str, shuffle: bool) -> DataLoader:
         dataset = self.sets[name]

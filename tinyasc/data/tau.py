@@ -3,7 +3,8 @@
 ``meta.csv`` (TAB-separated: filename, scene_label, optional identifier and source_label) lists
 every clip; split files list the clips of a training split and of the test set. Classes are read
 from the data, sorted, so any labels work. Everything is validated here, once, where it enters:
-a problem raises TinyAscError naming the file and the row.
+a problem raises TinyAscError naming the file (where it really lies) and the row. A UTF-8 byte
+order mark at the start of a list (spreadsheet exports write one) is accepted.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def _read_tsv(path: Path, required: tuple[str, ...], text: str | None = None) ->
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise TinyAscError(f"{path}: cannot read ({exc})") from None
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark
     rows = list(csv.reader(io.StringIO(text), delimiter="\t"))
     if not rows:
         raise TinyAscError(f"{path}: file is empty")
@@ -107,8 +109,11 @@ class TauFolder:
         if own.is_file():
             return own, None
         if str(split) == "100":
-            return self.root / "evaluation_setup" / "fold1_train.csv", None
-        if int(split) in SHIPPED_SPLITS and self.looks_like_tau22():
+            fold = self.root / "evaluation_setup" / "fold1_train.csv"
+            if fold.is_file():
+                return fold, None
+            raise TinyAscError(f"{own}: split file does not exist (nor evaluation_setup/fold1_train.csv)")
+        if str(split).isdigit() and int(split) in SHIPPED_SPLITS and self.looks_like_tau22():
             return Path(f"<tinyasc>/split{split}.csv"), _shipped(f"split{split}.csv")
         raise TinyAscError(f"{own}: split file does not exist (and this folder is not TAU22, for which tinyasc "
                            f"ships the DCASE 2024 splits {', '.join(map(str, SHIPPED_SPLITS))})")
@@ -123,6 +128,13 @@ class TauFolder:
         if self.looks_like_tau22():
             return Path("<tinyasc>/test.csv"), _shipped("test.csv")
         raise TinyAscError(f"{own}: test list does not exist (nor evaluation_setup/fold1_evaluate.csv)")
+
+    def _shown(self, path: Path) -> str:
+        """A list's path as a problem line names it: relative to the dataset folder when inside it."""
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
 
     def looks_like_tau22(self) -> bool:
         return "audio/airport-lisbon-1000-40000-0-a.wav" in self.clips
@@ -145,7 +157,7 @@ class TauFolder:
         for r in records:
             label, meta_label = r.get("scene_label"), self.clips[r["filename"]].label
             if label and label != meta_label:
-                wrong[r["filename"]] = f"is labelled {label!r} but meta.csv says {meta_label!r} ({path.name})"
+                wrong[r["filename"]] = f"is labelled {label!r} but meta.csv says {meta_label!r} ({self._shown(path)})"
         if wrong and mislabelled is None:
             first, reason = next(iter(wrong.items()))
             raise TinyAscError(f"{path}: {len(wrong)} file(s) labelled differently from meta.csv, e.g. {first} "
@@ -162,11 +174,13 @@ class TauFolder:
     def test(self, mislabelled: dict[str, str] | None = None) -> list[Clip]:
         return self.read_list(*self.test_file(), mislabelled=mislabelled)
 
-    def check_files_exist(self, clips: list[Clip], source: str = "meta.csv") -> None:
+    def check_files_exist(self, clips: list[Clip], source: str | Path = "meta.csv") -> None:
+        """``source``: the list that names the clips, a path (as ``split_file`` gives it) or a name in the folder."""
         missing = [c.filename for c in clips if not self.path(c.filename).is_file()]
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise TinyAscError(f"{self.root / source}: lists {missing[0]} but the file does not exist{more}")
+            where = source if isinstance(source, Path) else self.root / source
+            raise TinyAscError(f"{where}: lists {missing[0]} but the file does not exist{more}")
 
 
 def _shipped(name: str) -> str:

@@ -4,8 +4,9 @@ At scale a dataset has a few bad files; meeting them one crash (or one epoch) at
 hours, so every problem of every file is collected first:
 
 - mislabelled: a split or test list gives a label other than meta.csv's (``TauFolder.read_list``);
-- unusable: the file cannot be decoded, is empty, or holds NaN/inf samples (found while the
-  waveform cache decodes it, see ``tinyasc.audio.io``);
+- unusable: the file cannot be decoded, is empty, is truncated (its header declares more frames
+  than it holds), or holds NaN/inf samples (found while the waveform cache decodes it, see
+  ``tinyasc.audio.io``);
 - wrongly sampled: its sample rate differs from the one most of the dataset's files share. It
   would be resampled without complaint, but a file at an odd rate comes from another source or
   carries a wrong header, and is worth a look.
@@ -42,10 +43,14 @@ def odd_sample_rates(filenames: list[str], rates: np.ndarray) -> dict[str, str]:
             for name, rate in zip(filenames, rates.tolist()) if rate and rate != common}
 
 
-def check(problems: dict[str, str], n_files: int, root: Path, skip_bad_files: bool) -> None:
-    """Raise one error listing every problem file, unless they are to be skipped."""
+SKIP_HINT = "fix or remove them, or rerun tinyasc train with --skip-bad-files to train on the rest"
+
+
+def check(problems: dict[str, str], n_files: int, root: Path, skip_bad_files: bool, way_out: str = SKIP_HINT) -> None:
+    """Raise one error listing every problem file, unless they are to be skipped. ``way_out``: what
+    the user can do besides fixing the files (the command that met them decides)."""
     if not problems or skip_bad_files:
         return
     details = [f"{name}: {reason}" for name, reason in sorted(problems.items())]
     raise TinyAscError(f"{root}: {len(problems)} of {n_files} files have problems (listed below); fix them, or "
-                       f"rerun with --skip-bad-files to train on the rest. First: {details[0]}", details=details)
+                       f"{way_out}. First: {details[0]}", details=details)

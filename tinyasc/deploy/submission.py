@@ -103,8 +103,9 @@ def read_output(path: str | Path, classes: list[str] | None = None) -> list[dict
 
 
 def development_results(metrics: dict) -> dict:
-    def entry(acc, loss):
-        return {"accuracy": round(100 * float(acc), 2), "logloss": round(float(loss), 3)}
+    def entry(acc, loss):  # None: no test clips of that class or device
+        return {"accuracy": None if acc is None else round(100 * float(acc), 2),
+                "logloss": None if loss is None else round(float(loss), 3)}
 
     return {"overall": entry(metrics["macro_accuracy"], metrics["macro_log_loss"]),
             "class_wise": {c: entry(m["accuracy"], m["log_loss"]) for c, m in metrics["per_class"].items()},

@@ -16,7 +16,7 @@ from matplotlib.colors import ListedColormap
 
 from tinyasc.audio.io import load_audio
 from tinyasc.base.errors import TinyAscError
-from tinyasc.base.files import atomic_path
+from tinyasc.base.files import atomic_path, check_output_dir
 from tinyasc.deploy.predict import windows
 from tinyasc.evaluation.plots import plt, save_figure
 from tinyasc.metrics import probabilities
@@ -47,6 +47,18 @@ def scene_timeline(predictor, path: str | Path, smooth: int = 1, batch_size: int
             "smooth": smooth, "classes": list(predictor.classes), "start": starts, "raw": raw, "probs": probs,
             "labels": [predictor.classes[k] for k in probs.argmax(1)],
             "raw_labels": [predictor.classes[k] for k in raw.argmax(1)]}
+
+
+def output_paths(audio_file: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
+    """The CSV and PNG files of ``audio_file``'s timeline in ``out_dir``, checked before any work: the
+    folder is created if needed and must be writable, and no folder may stand where a file goes."""
+    out_dir = check_output_dir(out_dir)
+    stem = Path(audio_file).stem
+    paths = out_dir / f"{stem}.timeline.csv", out_dir / f"{stem}.timeline.png"
+    for path in paths:
+        if path.is_dir():
+            raise TinyAscError(f"{path}: is a folder, so the timeline cannot be written there")
+    return paths
 
 
 def write_csv(timeline: dict, path: str | Path) -> Path:

@@ -7,6 +7,8 @@ through Lightning (``evaluate_sharded``: each process its shard), with that same
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -67,9 +69,22 @@ def summary(metrics: dict) -> dict:
     return {k: metrics[k] for k in keep if k in metrics}
 
 
+def result_paths(file: Path, data_dir=None) -> tuple[Path, Path]:
+    """Where an evaluation of model ``file`` writes its metrics and confusion matrix: a training
+    checkpoint's go into its run folder (``metrics.json``, ``confusion_matrix.png``); any other model
+    file's (compressed, ensemble) beside it, named after it (``<stem>.metrics.json``), so the run's
+    training-time results stay as they are. Another dataset (``data_dir``) adds its folder name
+    (``metrics-<name>.json``)."""
+    folder, prefix = (run_dir_of(file), "") if file.parent.name == "checkpoints" else (file.parent, f"{file.stem}.")
+    suffix = "" if data_dir is None else f"-{Path(data_dir).expanduser().resolve().name or 'data'}"
+    return folder / f"{prefix}metrics{suffix}.json", folder / f"{prefix}confusion_matrix{suffix}.png"
+
+
 def evaluate(model_path, data_dir=None, progress: bool = True, datamodule=None, write: bool = True) -> dict:
     """Test metrics of any model file or run folder; with ``write``, its run folder gets ``metrics.json``
-    and ``confusion_matrix.png``. ``datamodule``: one already set up (the training run's)."""
+    and ``confusion_matrix.png`` (``metrics-<name>.json`` and ``confusion_matrix-<name>.png`` when
+    ``data_dir`` names another dataset; see ``result_paths``), listed in the result's ``written``.
+    ``datamodule``: one already set up (the training run's)."""
     record, _, file = read_model_file(model_path)
     predictor = predictor_from_record(record, str(file))
     dm = datamodule or datamodule_for(predictor.config, data_dir, "test", progress)
@@ -79,11 +94,13 @@ def evaluate(model_path, data_dir=None, progress: bool = True, datamodule=None, 
     metrics.pop("outputs")
     result = {"checkpoint": str(file), "data": str(dm.folder.root), **metrics, "complexity": predictor.complexity()}
     if write:
-        run_dir = run_dir_of(file)
+        metrics_path, figure_path = result_paths(file, None if datamodule is not None else data_dir)
         if datamodule is None:  # a separate evaluate call: the run folder gets the new results
-            write_json(run_dir / "metrics.json", result)
-        plot_confusion(np.array(metrics["confusion"]), predictor.classes, run_dir / "confusion_matrix.png",
+            write_json(metrics_path, result)
+        plot_confusion(np.array(metrics["confusion"]), predictor.classes, figure_path,
                        title=f"macro accuracy {metrics['macro_accuracy']:.1%}")
+        if datamodule is None:  # the training run writes its own metrics.json, without this list
+            result["written"] = [str(metrics_path), str(figure_path)]
     return result
 
 

@@ -39,11 +39,11 @@ def plot_confusion(confusion: np.ndarray, classes: list[str], path: Path, title:
     save_figure(fig, path)
 
 
-def plot_learning_curves(metrics_csv: Path, path: Path) -> None:
-    """Loss and accuracy per epoch from Lightning's CSV log."""
-    if not metrics_csv.is_file():
-        return
+def learning_curves(metrics_csv: Path) -> dict[str, dict[int, float]]:
+    """{series name: {epoch: value}} of the epoch-level losses and accuracies in Lightning's CSV log."""
     series: dict[str, dict[int, float]] = {}
+    if not Path(metrics_csv).is_file():
+        return series
     with open(metrics_csv, newline="") as f:
         for row in csv.DictReader(f):
             if not row.get("epoch"):
@@ -52,6 +52,12 @@ def plot_learning_curves(metrics_csv: Path, path: Path) -> None:
             for key in ("train/loss_epoch", "val/loss", "train/acc", "val/macro_acc", "val/acc"):
                 if row.get(key):
                     series.setdefault(key, {})[epoch] = float(row[key])
+    return series
+
+
+def plot_learning_curves(metrics_csv: Path, path: Path) -> None:
+    """Loss and accuracy per epoch from Lightning's CSV log."""
+    series = learning_curves(metrics_csv)
     if not series:
         return
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from tinyasc.base.errors import TinyAscError
-from tinyasc.config import check_names
+from tinyasc.config import validate
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -24,10 +24,29 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             reason = "it holds objects other than tensors and plain data, and tinyasc does not unpickle code"
         raise TinyAscError(f"{path}: not a loadable tinyasc checkpoint ({reason})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt.get("hyper_parameters", {}):
+    hyper = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or not isinstance(hyper, dict) or "config" not in hyper:
         raise TinyAscError(f"{path}: not a tinyasc checkpoint (no state_dict / config inside)")
-    check_names(ckpt["hyper_parameters"]["config"], str(path))
+    check_hyper_parameters(hyper, str(path))
+    if not isinstance(ckpt["state_dict"], dict) or not all(isinstance(k, str) for k in ckpt["state_dict"]):
+        raise TinyAscError(f"{path}: state_dict must be a mapping of parameter names to tensors")
     return ckpt
+
+
+def check_hyper_parameters(hyper: dict, source: str) -> None:
+    """What a model is rebuilt from: its run's config (checked against the config schema; the dataset's
+    split file is not looked up, as the run may come from elsewhere), its classes and its devices."""
+    for key in ("classes", "devices"):
+        if key not in hyper:
+            raise TinyAscError(f"{source}: hyper_parameters has no {key} (the names of the training data's {key})")
+        names = hyper[key]
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            shown = repr(names) if len(repr(names)) <= 80 else repr(names)[:77] + "..."
+            raise TinyAscError(f"{source}: hyper_parameters.{key} must be a list of names (strings), got {shown}")
+    if not hyper["classes"] or len(set(hyper["classes"])) != len(hyper["classes"]):
+        raise TinyAscError(f"{source}: hyper_parameters.classes must list distinct class names, "
+                           f"got {list(hyper['classes'])!r}")
+    validate(hyper["config"], source, split_files=False)
 
 
 def resolve_checkpoint(run_or_ckpt: str | Path) -> tuple[Path, Path]:

@@ -9,13 +9,29 @@ ensemble is the sum over its members (plus the combination's own N + K float32 v
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
+from numbers import Real
 
 import torch
 from torch import nn
 
 from tinyasc.base.errors import TinyAscError
 from tinyasc.complexity import summarise
+
+
+def finite_numbers(values, what: str, source: str) -> list[float]:
+    """``values`` as floats, refusing anything but a list of finite numbers (a crafted file may hold anything)."""
+    if hasattr(values, "tolist"):  # a tensor or an array
+        values = values.tolist()
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, Real) and not isinstance(v, bool)
+                                                         for v in values):
+        raise TinyAscError(f"{source}: the ensemble's {what} must be a list of numbers, not {values!r:.80}")
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        raise TinyAscError(f"{source}: the ensemble's {what} hold {bad[0]} ({', '.join(map(str, values))}); "
+                           "every value must be a finite number")
+    return [float(v) for v in values]
 
 
 class Ensemble:
@@ -31,10 +47,15 @@ class Ensemble:
                 raise TinyAscError(f"{m.source}: clips of {m.duration} s at {m.sample_rate} Hz, but {first.source} "
                                    f"takes {first.duration} s at {first.sample_rate} Hz")
         self.members, self.method, self.source = members, method, source
-        self.weights = torch.tensor([float(w) for w in weights], dtype=torch.float32)
-        self.bias = None if bias is None else torch.tensor([float(b) for b in bias], dtype=torch.float32)
+        self.weights = torch.tensor(finite_numbers(weights, "weights", source), dtype=torch.float32)
+        self.bias = None if bias is None else torch.tensor(finite_numbers(bias, "bias", source), dtype=torch.float32)
         if len(self.weights) != len(members):
             raise TinyAscError(f"{source}: {len(self.weights)} weights for {len(members)} models")
+        if not self.weights.any():
+            raise TinyAscError(f"{source}: the ensemble's weights are all zero, so every clip would get the same "
+                               "scores")
+        if self.bias is not None and len(self.bias) != len(first.classes):
+            raise TinyAscError(f"{source}: {len(self.bias)} bias values for {len(first.classes)} classes")
         self.classes, self.devices, self.config = first.classes, first.devices, first.config
         self.sample_rate, self.duration = first.sample_rate, first.duration
         self.precision = "+".join(sorted({m.precision for m in members}))
@@ -42,7 +63,7 @@ class Ensemble:
     @classmethod
     def from_record(cls, record: dict, member_from_record, source: str = "ensemble") -> "Ensemble":
         members = [member_from_record(r, f"{source} member {i + 1}") for i, r in enumerate(record["members"])]
-        return cls(members, record["weights"], record.get("bias"), record.get("method", "average"), source)
+        return cls(members, record.get("weights"), record.get("bias"), record.get("method", "average"), source)
 
     def to(self, device) -> "Ensemble":
         for m in self.members:

@@ -26,7 +26,7 @@ from torch import nn
 from tinyasc.audio.features import MelFrontEnd
 from tinyasc.base.errors import TinyAscError
 from tinyasc.base.files import atomic_path
-from tinyasc.modelfile.checkpoint import load_checkpoint, resolve_checkpoint
+from tinyasc.modelfile.checkpoint import check_hyper_parameters, load_checkpoint, resolve_checkpoint
 from tinyasc.modelfile.int8 import int8_skeleton, quiet_ao
 from tinyasc.modelfile.shapes import apply_shapes
 from tinyasc.models import create_model
@@ -96,8 +96,8 @@ class HalfNetwork(nn.Module):
 
 def save(path: str | Path, record: dict, info: dict | None = None) -> Path:
     """Write atomically (temporary sibling, then rename)."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "version": VERSION, "model": record, "info": info or {}}, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: a full disk is an OSError
+        torch.save({"format": FORMAT, "version": VERSION, "model": record, "info": info or {}}, f)
     return Path(path)
 
 
@@ -130,8 +130,27 @@ def read_model_file(path: str | Path) -> tuple[dict, dict, Path]:
         path, _ = resolve_checkpoint(path)
     data = read(path)
     if data is not None:
+        check_record(data["model"], str(path))
         return data["model"], data.get("info") or {}, path
     return record_from_checkpoint(load_checkpoint(path)), {}, path
+
+
+def check_record(record, source: str) -> None:
+    """A model file's record, checked before anything is rebuilt from it: its kind, and for every
+    network in it the run's config, classes and devices (as a checkpoint's are)."""
+    if not isinstance(record, dict) or record.get("kind") not in ("network", "ensemble"):
+        kind = record.get("kind") if isinstance(record, dict) else type(record).__name__
+        raise TinyAscError(f"{source}: unknown model kind {kind!r} (expected network or ensemble)")
+    if record["kind"] == "ensemble":
+        members = record.get("members")
+        if not isinstance(members, list) or not members:
+            raise TinyAscError(f"{source}: an ensemble record without a list of members")
+        for i, member in enumerate(members):
+            check_record(member, f"{source} member {i + 1}")
+        return
+    if not isinstance(record.get("hyper_parameters"), dict) or not isinstance(record.get("state_dict"), dict):
+        raise TinyAscError(f"{source}: a network record needs hyper_parameters and a state_dict")
+    check_hyper_parameters(record["hyper_parameters"], source)
 
 
 def run_dir_of(path: str | Path) -> Path:

@@ -7,7 +7,6 @@ trainable). ``tinyasc.complexity.conventions.tflite_counts`` reproduces the base
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from tinyasc.models.blocks import ConvNormAct

@@ -35,6 +35,7 @@ SPLITS = (5, 10, 25, 50, 100)
 TRAIN_SHARES = {"a": 0.7316, **{d: (1 - 0.7316) / 5 for d in TRAIN_DEVICES[1:]}}
 TEST_DEVICES = TRAIN_DEVICES + TEST_ONLY_DEVICES
 DEFAULT_CLIPS = 7000
+MIN_CLIPS = 2 * SEGMENTS  # one training and one test recording
 VERSION = 1  # bump when the generated audio changes: cached copies are then regenerated
 _PLAN, _AUDIO = 0, 1  # random streams: the layout, and each recording's sound
 
@@ -134,8 +135,8 @@ def synthesize(out_dir, n_clips: int = DEFAULT_CLIPS, seed: int = 0, sample_rate
 def _check(out: Path, n_clips, seed, sample_rate, subtype) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TinyAscError(f"{out}: already exists and is not an empty folder; remove it or choose another")
-    if not isinstance(n_clips, (int, np.integer)) or n_clips < 2 * SEGMENTS:
-        raise TinyAscError(f"n_clips={n_clips!r}: need an integer of at least {2 * SEGMENTS} "
+    if not isinstance(n_clips, (int, np.integer)) or isinstance(n_clips, bool) or n_clips < MIN_CLIPS:
+        raise TinyAscError(f"n_clips={n_clips!r}: need an integer of at least {MIN_CLIPS} "
                            f"(one training and one test recording of {SEGMENTS} clips)")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise TinyAscError(f"seed={seed!r}: need a non-negative integer")
