@@ -138,3 +138,37 @@ def test_int8_model_and_ensemble_files_serve_as_distillation_teachers(run, tmp_p
         probs = student.teachers.probs(student, batch, wave, student.frontend(wave))
         torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-4)
         assert torch.isfinite(loss) and all(p.grad is not None for p in student.model.parameters())
+
+
+def test_mode_and_qat_recipe_come_from_the_runs_compress_section(run, tmp_path):
+    """`tinyasc quantize RUN` without --mode takes the run's compress.mode; without one it says so."""
+    from tinyasc.cli import main
+
+    config = cfgmod.load_yaml(run / "config.yaml")
+    assert config["compress"]["mode"] is None
+    with pytest.raises(TinyAscError, match="names no compress.mode; give --mode"):
+        quantize_model(run, out=tmp_path / "x.pt", progress=False)
+    assert not (tmp_path / "x.pt").exists()
+    fp16_run = tmp_path / "run"
+    import shutil
+    shutil.copytree(run, fp16_run)
+    ckpt = fp16_run / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    state["hyper_parameters"]["config"]["compress"] = {**config["compress"], "mode": "fp16"}
+    torch.save(state, ckpt)
+    assert main(["quantize", str(fp16_run), "--out", str(tmp_path / "half.pt"), "--no-progress", "--json"]) == 0
+    assert load_predictor(tmp_path / "half.pt").precision == "fp16"
+
+
+@pytest.mark.parametrize("recipe,mode", [("001_moflenet57", "qat"), ("002_mobilenetv2_ca", "ptq"),
+                                         ("003_mini_segnet", "ptq"), ("004_dcase24_baseline_unisa", "fp16")])
+def test_seed_recipes_name_their_reports_compression(recipe, mode):
+    settings = cfgmod.compress_settings(cfgmod.resolve(recipe))
+    assert settings["mode"] == mode
+    if recipe.startswith("001"):  # report 001, section 6
+        assert (settings["qat_epochs"], settings["qat_lr"], settings["qat_final_lr_ratio"],
+                settings["qat_decay_epochs"]) == (24, 5e-5, 0.1, 16)
+    if recipe == "003_mini_segnet":  # report 003: 276.49 k -> 46.232 k parameters
+        assert settings["prune_target_params"] == 46_232
+    with pytest.raises(TinyAscError, match="compress.mode"):
+        cfgmod.resolve(recipe, [{"compress": {"mode": "int4"}}])

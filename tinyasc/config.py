@@ -56,7 +56,17 @@ DEFAULTS: dict = {
     "trainer": {"epochs": 150, "batch_size": 256, "eval_batch_size": 256, "devices": 1, "accelerator": "auto",
                 "strategy": "auto", "precision": "32-true", "deterministic": "warn", "log_every_n_steps": 10,
                 "checkpoint_every_n_steps": None},
+    # How `tinyasc quantize` / `tinyasc prune` compress a trained run when their options leave it open;
+    # the seed recipes fill this from their reports. The QAT defaults are report 001's (section 6: 24
+    # epochs, peak LR 5e-5 falling linearly to 10 % by epoch 16; conv + BN + ReLU fused, x86 backend).
+    "compress": {"mode": None,  # qat | ptq | fp16: what the submission deployed
+                 "qat_epochs": 24, "qat_lr": 5e-5, "qat_final_lr_ratio": 0.1, "qat_decay_epochs": 16,
+                 "calib_batches": 32,  # post-training int8: training batches that calibrate the ranges
+                 "prune_ratio": None, "prune_target_params": None,  # one of them, for `tinyasc prune`
+                 "prune_steps": 3, "prune_finetune_epochs": 2, "prune_lr": None},  # lr null: a tenth of training's
 }
+# Sections a config may lack (configs saved before they existed): their defaults apply.
+OPTIONAL_SECTIONS = ("compress",)
 
 # The main job on the built-in synthetic set: a few epochs, a batch that suits a laptop CPU. Applies
 # when neither a config file nor a dataset folder is given.
@@ -195,6 +205,11 @@ def check_names(config: dict, source: str = "config") -> None:
                                f"got {entries!r}")
 
 
+def compress_settings(config: dict) -> dict:
+    """A run's ``compress`` section over the defaults (a run saved before the section existed has none)."""
+    return {**DEFAULTS["compress"], **(config.get("compress") or {})}
+
+
 def validate(config: dict, source: str = "config", split_files: bool = True) -> None:
     """Check a config (a resolved one, a run's saved one, a checkpoint's) against the schema: the names
     (``check_names``), every known key's type and range, no unknown key in a known section, no missing
@@ -312,6 +327,12 @@ RULES: dict[str, dict[str, Rule]] = {
              "distill": Rule("a mapping {weight, temperature, teachers | logits} or null",
                              lambda v: v is None or v is False or isinstance(v, dict))},
     "optim": {"lr": number(0, low_open=True), "weight_decay": number(0, null=True), "momentum": number(0, null=True)},
+    "compress": {"mode": Rule("qat, ptq, fp16 or null", lambda v: v is None or v in ("qat", "ptq", "fp16")),
+                 "qat_epochs": integer(0), "qat_lr": number(0, low_open=True),
+                 "qat_final_lr_ratio": number(0, 1), "qat_decay_epochs": number(0),
+                 "calib_batches": integer(1), "prune_ratio": number(0, 0.95, low_open=True, null=True),
+                 "prune_target_params": integer(1, null=True), "prune_steps": integer(1),
+                 "prune_finetune_epochs": integer(0), "prune_lr": number(0, low_open=True, null=True)},
     "schedule": {"warmup_steps": integer(0, null=True), "warmup_epochs": number(0, null=True),
                  "min_lr_ratio": number(0, 1, null=True)},
 }
@@ -340,11 +361,13 @@ def _check_schema(config: dict, split_files: bool) -> None:
         if key not in top:
             raise _Invalid(str(key), f"unknown section; known: {', '.join(top)}")
     for key in DEFAULTS:
-        if key not in config:
+        if key not in config and key not in OPTIONAL_SECTIONS:
             raise _Invalid(key, f"missing section; a config has {', '.join(DEFAULTS)}")
     integer(0, 2 ** 32 - 1).check("seed", config["seed"])  # the range numpy's and Lightning's seeding accept
     TEXT_OR_NULL.check("description", config.get("description"))
     for section, rules in RULES.items():
+        if section in OPTIONAL_SECTIONS and section not in config:
+            continue
         values = config[section]
         if not isinstance(values, dict):
             raise _Invalid(section, f"expected a mapping of keys, got {_show(values)}")

@@ -15,10 +15,12 @@ def add_parsers(sub) -> None:
                                    "half precision. Conv+BN(+ReLU) are fused, weights int8 per channel (x86 "
                                    "backend); layers without int8 kernels (e.g. GRN) stay float and are listed.")
     p.add_argument("model", help="run folder, checkpoint or float tinyasc model file (e.g. a pruned one)")
-    p.add_argument("--mode", required=True, choices=["qat", "ptq", "fp16"])
-    p.add_argument("--epochs", type=int, help="QAT epochs (default 24)")
-    p.add_argument("--lr", type=float, help="QAT peak learning rate (default 5e-5)")
-    p.add_argument("--calib-batches", type=int, default=32, help="PTQ calibration batches of training clips")
+    p.add_argument("--mode", choices=["qat", "ptq", "fp16"],
+                   help="default: the run's compress.mode (the seed recipes name their report's)")
+    p.add_argument("--epochs", type=int, help="QAT epochs (default: compress.qat_epochs, 24 as report 001)")
+    p.add_argument("--lr", type=float, help="QAT peak learning rate (default: compress.qat_lr, 5e-5)")
+    p.add_argument("--calib-batches", type=int,
+                   help="PTQ calibration batches of training clips (default: compress.calib_batches, 32)")
     p.add_argument("--out", help="output model file (default RUN/compressed/<name>-<mode>.pt)")
     add_common(p)
 
@@ -52,7 +54,7 @@ def add_parsers(sub) -> None:
 def cmd_quantize(args) -> int:
     info = quantize_model(args.model, args.mode, args.out, args.data, args.epochs, args.lr, args.calib_batches,
                           progress=not args.no_progress)
-    text = comparison_table({"float": info["float"], args.mode: info["compressed"]})
+    text = comparison_table({"float": info["float"], info["mode"]: info["compressed"]})
     text += f"\nsame prediction on {info['prediction_agreement']:.1%} of test clips"
     if info["float_in_int8"]:
         text += "\nkept in float (no int8 kernel): " + ", ".join(info["float_in_int8"])

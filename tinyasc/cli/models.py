@@ -6,6 +6,7 @@ from tinyasc.base.tables import format_table
 from tinyasc.cli.common import show
 from tinyasc.complexity import measure
 from tinyasc.complexity.table import format_model_table, model_table
+from tinyasc.modelfile.int8 import int8_measurement
 from tinyasc.models import create_model, input_shape
 
 
@@ -37,7 +38,7 @@ def cmd_complexity(args) -> int:
 
 
 def cmd_models(args) -> int:
-    rows = model_table()
+    rows = model_table(int8_measurement)
     show(args, rows, format_model_table(rows))
     return 0
 

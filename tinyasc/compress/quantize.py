@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tinyasc import config as cfgmod
 from tinyasc.base.errors import TinyAscError
 from tinyasc.base.files import check_output_file
 from tinyasc.compress.finetune import finetune, module_around
@@ -25,8 +26,6 @@ from tinyasc.modelfile import format as artifact
 from tinyasc.modelfile.int8 import calibrate, convert, float_islands, prepare
 
 MODES = ("qat", "ptq", "fp16")
-# Report 001, section 6: 24 epochs of QAT, peak LR 5e-5 falling linearly to 10 % by epoch 16.
-QAT_RECIPE = dict(epochs=24, lr=5e-5, final_lr_ratio=0.1, decay_epochs=16)
 
 
 def to_fp16(model: nn.Module) -> nn.Module:
@@ -56,11 +55,18 @@ def output_file(out, source: Path, mode: str) -> Path:
     return check_output_file(out or run_dir_of(source) / "compressed" / f"{source.stem}-{mode}.pt")
 
 
-def quantize_model(source, mode: str, out=None, data_dir=None, epochs: int | None = None, lr: float | None = None,
-                   calib_batches: int = 32, progress: bool = True) -> dict:
+def quantize_model(source, mode: str | None = None, out=None, data_dir=None, epochs: int | None = None,
+                   lr: float | None = None, calib_batches: int | None = None, progress: bool = True) -> dict:
+    """Compress a float run; what the arguments leave open comes from the run's ``compress`` config
+    section (the seed recipes fill it from their reports; the QAT defaults are report 001's)."""
+    record, file = float_record(source)
+    recipe_of_run = cfgmod.compress_settings(record["hyper_parameters"]["config"])
+    mode = mode or recipe_of_run["mode"]
+    if mode is None:
+        raise TinyAscError(f"{file}: its config names no compress.mode; give --mode qat, ptq or fp16")
     if mode not in MODES:
         raise TinyAscError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
-    record, file = float_record(source)
+    calib_batches = calib_batches or recipe_of_run["calib_batches"]
     out = output_file(out, file, mode)  # a bad --out fails now, not after fine-tuning or calibration
     float_pred = Predictor(record, str(file))
     hyper = record["hyper_parameters"]
@@ -75,11 +81,11 @@ def quantize_model(source, mode: str, out=None, data_dir=None, epochs: int | Non
         recipe["calibration_clips"] = calibrate(prepared, calibration_batches(float_pred, dm, calib_batches))
         compressed, precision = convert(prepared), "int8"
     else:
-        epochs = QAT_RECIPE["epochs"] if epochs is None else epochs
-        lr = QAT_RECIPE["lr"] if lr is None else lr
-        # The decay keeps the report's proportion (16 of 24 epochs) when fewer epochs are asked for.
-        decay = QAT_RECIPE["decay_epochs"] * epochs / QAT_RECIPE["epochs"]
-        schedule = {"name": "linear_decay", "final_ratio": QAT_RECIPE["final_lr_ratio"], "decay_epochs": decay}
+        epochs = recipe_of_run["qat_epochs"] if epochs is None else epochs
+        lr = recipe_of_run["qat_lr"] if lr is None else lr
+        # The decay keeps the recipe's proportion (report 001: 16 of 24 epochs) when other epochs are asked for.
+        decay = recipe_of_run["qat_decay_epochs"] * epochs / max(recipe_of_run["qat_epochs"], 1)
+        schedule = {"name": "linear_decay", "final_ratio": recipe_of_run["qat_final_lr_ratio"], "decay_epochs": decay}
         module = module_around(record, prepare(network, "qat", example))
         finetune(module, dm, epochs, lr, schedule, progress)
         compressed, precision = convert(module.model), "int8"

@@ -17,6 +17,19 @@ from tinyasc.base.errors import TinyAscError
 from tinyasc.models.registry import register_model
 
 
+@torch.fx.wrap
+def sub_band_bins(bins: int, sub_bands: int) -> int:
+    """Frequency bins per sub-band; refuses a split into unequal sub-bands.
+
+    A leaf function for torch.fx (``torch.fx.wrap``): a traced graph (the int8 network) keeps this one
+    call on the real sizes instead of branching on symbolic ones, so the check runs there too.
+    """
+    if bins % sub_bands:
+        raise TinyAscError(f"SubSpectralNorm: {bins} frequency bins do not split into {sub_bands} "
+                           "equal sub-bands; change n_mels or sub_bands")
+    return bins // sub_bands
+
+
 class SubSpectralNorm(nn.Module):
     """BatchNorm with separate statistics and affine per frequency sub-band (Chang et al., 2021).
 
@@ -30,10 +43,7 @@ class SubSpectralNorm(nn.Module):
 
     def forward(self, x):
         b, c, f, t = x.shape
-        if f % self.sub_bands:
-            raise TinyAscError(f"SubSpectralNorm: {f} frequency bins do not split into {self.sub_bands} "
-                               "equal sub-bands; change n_mels or sub_bands")
-        x = self.bn(x.reshape(b, c * self.sub_bands, f // self.sub_bands, t))
+        x = self.bn(x.reshape(b, c * self.sub_bands, sub_band_bins(f, self.sub_bands), t))
         return x.reshape(b, c, f, t)
 
 
@@ -43,6 +53,10 @@ class ResNorm(nn.Module):
     The instance-norm part removes per-band device colouring; the lam * x shortcut keeps the
     absolute level information it would otherwise destroy. No parameters (lam is a fixed 0.1).
     """
+
+    # What compression asks of a block: torch has no int8 kernel for var_mean / rsqrt, and an 8-bit
+    # variance (one scale for every frequency bin) loses the quiet bins, so int8 graphs keep it float.
+    int8_kernel = False
 
     def __init__(self, lam: float = 0.1, eps: float = 1e-5):
         super().__init__()
