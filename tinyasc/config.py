@@ -63,7 +63,8 @@ DEFAULTS: dict = {
                  "qat_epochs": 24, "qat_lr": 5e-5, "qat_final_lr_ratio": 0.1, "qat_decay_epochs": 16,
                  "calib_batches": 32,  # post-training int8: training batches that calibrate the ranges
                  "prune_ratio": None, "prune_target_params": None,  # one of them, for `tinyasc prune`
-                 "prune_steps": 3, "prune_finetune_epochs": 2, "prune_lr": None},  # lr null: a tenth of training's
+                 "prune_steps": 3, "prune_finetune_epochs": 2, "prune_lr": None,  # lr null: a tenth of training's
+                 "prune_filters_only": False},  # true: cut conv filters only (report 003), not linear units
 }
 # Sections a config may lack (configs saved before they existed): their defaults apply.
 OPTIONAL_SECTIONS = ("compress",)
@@ -332,7 +333,8 @@ RULES: dict[str, dict[str, Rule]] = {
                  "qat_final_lr_ratio": number(0, 1), "qat_decay_epochs": number(0),
                  "calib_batches": integer(1), "prune_ratio": number(0, 0.95, low_open=True, null=True),
                  "prune_target_params": integer(1, null=True), "prune_steps": integer(1),
-                 "prune_finetune_epochs": integer(0), "prune_lr": number(0, low_open=True, null=True)},
+                 "prune_finetune_epochs": integer(0), "prune_lr": number(0, low_open=True, null=True),
+                 "prune_filters_only": BOOLEAN},
     "schedule": {"warmup_steps": integer(0, null=True), "warmup_epochs": number(0, null=True),
                  "min_lr_ratio": number(0, 1, null=True)},
 }

@@ -30,12 +30,18 @@ def add_parsers(sub) -> None:
                                    "fine-tuning after each; writes the pruned model and a plot of accuracy and "
                                    "parameters against pruning rate.")
     p.add_argument("model", help="run folder, checkpoint or float tinyasc model file")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--target-params", type=int, help="prune until at most this many parameters remain")
-    target.add_argument("--ratio", type=float, help="final fraction of filters removed per group, e.g. 0.5")
-    p.add_argument("--steps", type=int, default=3, help="pruning steps (default 3)")
-    p.add_argument("--finetune-epochs", type=int, default=2, help="epochs of fine-tuning after each step")
-    p.add_argument("--lr", type=float, help="fine-tuning learning rate (default: a tenth of the run's)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--target-params", type=int, help="prune until at most this many parameters remain "
+                                                          "(default: the run's compress.prune_target_params)")
+    target.add_argument("--ratio", type=float, help="final fraction of filters removed per group, e.g. 0.5 "
+                                                    "(default: the run's compress.prune_ratio)")
+    p.add_argument("--steps", type=int, help="pruning steps (default: compress.prune_steps, 3)")
+    p.add_argument("--finetune-epochs", type=int,
+                   help="epochs of fine-tuning after each step (default: compress.prune_finetune_epochs, 2)")
+    p.add_argument("--lr", type=float, help="fine-tuning learning rate (default: compress.prune_lr, else a tenth "
+                                            "of the run's)")
+    p.add_argument("--filters-only", action="store_true", default=None,
+                   help="prune conv filters only, as report 003 did (default: compress.prune_filters_only)")
     p.add_argument("--out", help="output model file (default RUN/compressed/<name>-pruned.pt)")
     add_common(p)
 
@@ -64,7 +70,7 @@ def cmd_quantize(args) -> int:
 
 def cmd_prune(args) -> int:
     info = prune_model(args.model, args.ratio, args.target_params, args.steps, args.finetune_epochs, args.lr,
-                       args.out, args.data, progress=not args.no_progress)
+                       args.out, args.data, progress=not args.no_progress, filters_only=args.filters_only)
     steps = "\n".join(f"  rate {h['rate']:5.1%}: {h['params']:>8,} params {h['macs']:>12,} MACs  "
                       f"{info['history_stage']} macro accuracy {h['macro_accuracy']:.2%}" for h in info["history"])
     text = comparison_table({"original": info["float"], "pruned": info["compressed"]})

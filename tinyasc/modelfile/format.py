@@ -18,6 +18,7 @@ state dict is loaded strictly. An ensemble record lists member records with its 
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -40,7 +41,21 @@ def network_record(network: nn.Module, hyper: dict, precision: str = "fp32", mod
     return {"kind": "network", "precision": precision, "mode": mode,
             "hyper_parameters": {"config": hyper["config"], "classes": list(hyper["classes"]),
                                  "devices": list(hyper["devices"])},
-            "shapes": dict(shapes or {}), "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()}}
+            "shapes": dict(shapes or {}), "state_dict": _plain_state(network.state_dict())}
+
+
+def _plain_state(state) -> OrderedDict:
+    """A state dict to save: tensors on the CPU; other values (an int8 Linear's packed-parameter dtype
+    and (weight, bias) pair) kept as they are, with the ``_metadata`` load_state_dict needs."""
+    def plain(v):
+        if isinstance(v, torch.Tensor):
+            return v.detach().cpu()
+        return type(v)(plain(x) for x in v) if isinstance(v, tuple) else v
+
+    out = OrderedDict((k, plain(v)) for k, v in state.items())
+    if hasattr(state, "_metadata"):
+        out._metadata = state._metadata
+    return out
 
 
 def record_from_checkpoint(ckpt: dict) -> dict:
