@@ -27,6 +27,7 @@ FLOORS = [
     ["experiment"],
     ["compress"],
     ["deploy"],
+    ["systems"],
     ["cli"],
 ]
 ROOM = {room: level for level, rooms in enumerate(FLOORS) for room in rooms}

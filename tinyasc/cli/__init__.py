@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from tinyasc.base.errors import TinyAscError
-from tinyasc.cli import compress, data, deploy, models, train
+from tinyasc.cli import compress, data, deploy, models, package, system, train
 
-GROUPS = (train, models, data, compress, deploy)
+GROUPS = (train, models, data, compress, deploy, package, system)
 COMMANDS = {name: handler for group in GROUPS for name, handler in group.COMMANDS.items()}
 
 EPILOG = """examples:
