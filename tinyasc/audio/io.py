@@ -14,6 +14,8 @@ its header declares (``declared_wav_frames``).
 from __future__ import annotations
 
 import struct
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +113,28 @@ def load_audio(path: str | Path, sample_rate: int, duration: float | None = None
     if duration is not None:
         wave = fit_length(wave, int(round(duration * sample_rate)))
     return wave
+
+
+def load_audio_ahead(paths, sample_rate: int, duration: float | None = None, workers: int = 2, ahead: int = 512,
+                     max_bytes: int = 256 << 20):
+    """``load_audio`` of each path, yielded in the order given, while ``workers`` threads decode the
+    next files (libsndfile and soxr release the GIL, so the threads decode in parallel with each
+    other and with the caller). At most ``ahead`` files are decoded ahead, fewer when files are long:
+    about ``max_bytes`` of audio is held. A file that cannot be read raises its TinyAscError when its
+    turn comes; the files decoded ahead of it are dropped."""
+    paths = list(paths)
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="decode") as pool:
+        queue, submitted, seen_bytes, seen = deque(), 0, 0, 0
+        try:
+            while queue or submitted < len(paths):
+                # Until a file's size is known, keep only a few in flight: they may be hours long.
+                limit = min(ahead, int(max_bytes * seen / seen_bytes)) if seen else 2 * workers
+                while submitted < len(paths) and len(queue) < max(1, limit):
+                    queue.append(pool.submit(load_audio, paths[submitted], sample_rate, duration))
+                    submitted += 1
+                wave = queue.popleft().result()
+                seen, seen_bytes = seen + 1, seen_bytes + wave.nbytes
+                yield wave
+        finally:
+            for future in queue:
+                future.cancel()

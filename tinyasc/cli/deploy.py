@@ -40,16 +40,29 @@ def add_parsers(sub) -> None:
     p.add_argument("--out-dir", default=".", help="folder for <file>.timeline.csv and .png (default .)")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("submit", help="DCASE 2024 submission files: outputs per split and meta YAML",
-                       description="One model per training split (read from each model's config). Writes "
-                                   "<label>.output.split_<N>.csv and <label>.meta.yaml with complexity and "
-                                   "development results overall, class-wise and device-wise.")
-    p.add_argument("models", nargs="+", help="one run folder / model file per split")
+    p = sub.add_parser("submit", help="DCASE 2024 submission package: outputs per split, meta YAML, zip",
+                       description="One model per training split 5, 10, 25, 50, 100 (read from each model's config, "
+                                   "or given as S=PATH, or a system folder's results.json final_models), each within "
+                                   "the DCASE limits. Writes OUT/task1/<label>/ with <label>.output.split_<S>.csv and "
+                                   "<label>.meta.yaml (every field of the official form) and OUT/<Lastname>_<Inst>"
+                                   "_task1.zip, the layout the official validator and the upload expect.")
+    p.add_argument("models", nargs="+", help="run folders / model files (one per split), S=PATH, or a system folder")
     p.add_argument("--label", required=True, help="submission label, e.g. Lastname_Inst_task1_1")
     p.add_argument("--out", default="submission", help="output folder (default ./submission)")
     p.add_argument("--eval-data", help="evaluation set folder to predict (default: the development test set)")
     p.add_argument("--name", help="system name for the meta file")
-    p.add_argument("--author", action="append", default=[], help="'Firstname Lastname <email>' (repeatable)")
+    p.add_argument("--abbreviation", help="system abbreviation, at most 10 characters (default: from the label)")
+    p.add_argument("--author", action="append", default=[],
+                   help="'Firstname;Lastname;email;Affiliation' (repeatable; the first is the corresponding author "
+                        "unless another ends in ';corresponding')")
+    p.add_argument("--describe", action="append", default=[], metavar="FIELD=TEXT",
+                   help="set a system.description field, e.g. external_data_usage='pre-trained model' (repeatable)")
+    p.add_argument("--external-dataset", action="append", default=[], metavar="'NAME;URL;LENGTH'",
+                   help="an external dataset used (repeatable)")
+    p.add_argument("--source-code", help="URL of the system's source code")
+    p.add_argument("--report", help="technical report PDF to put into the zip")
+    p.add_argument("--allow-over-limit", action="store_true",
+                   help="write the package even when a model exceeds 128,000 parameter bytes or 30 M MACs")
     add_common(p)
 
 
@@ -101,11 +114,23 @@ def cmd_timeline(args) -> int:
 
 def cmd_submit(args) -> int:
     info = write_submission(args.models, args.label, args.out, args.eval_data, args.data, args.name, args.author,
-                            progress=not args.no_progress)
-    lines = [f"split {s.split('_')[1]:>3}: macro accuracy {r['overall']['accuracy']:.2f} %, log loss "
-             f"{r['overall']['logloss']:.3f}" for s, r in info["results"].items()]
+                            abbreviation=args.abbreviation, describe=args.describe,
+                            external_datasets=args.external_dataset, source_code=args.source_code,
+                            report=args.report, allow_over_limit=args.allow_over_limit, progress=not args.no_progress)
+    lines = []
+    for s, r in info["results"].items():
+        split, c = s.split("_")[1], info["complexity"][int(s.split("_")[1])]
+        lines.append(f"split {split:>3}: macro accuracy {r['overall']['accuracy']:.2f} %, macro log loss "
+                     f"{r['overall']['logloss']:.3f} ({info['scored_by'][int(split)]}); {c['bytes']:,} bytes "
+                     f"({c['precision']}), {c['macs']:,} MACs{'' if c['fits'] else ' OVER THE DCASE LIMITS'}")
     lines.append(f"predictions on the {info['evaluated_on']}")
+    if args.eval_data is None:
+        lines.append("note: the challenge scores the evaluation set; pass --eval-data for a submittable package")
     lines += [f"wrote {p}" for p in info["outputs"].values()] + [f"wrote {info['meta']}"]
+    lines.append(f"wrote {info['zip']} (task1/{', task1/'.join(info['zip_labels'])})")
+    if info["report"] is None:
+        lines.append("no technical report: the challenge wants a PDF in the package (the validator does not "
+                     "check it); add it with --report")
     show(args, info, "\n".join(lines))
     return 0
 

@@ -114,7 +114,7 @@ class TauFolder:
                 return fold, None
             raise TinyAscError(f"{own}: split file does not exist (nor evaluation_setup/fold1_train.csv)")
         if str(split).isdigit() and int(split) in SHIPPED_SPLITS and self.looks_like_tau22():
-            return Path(f"<tinyasc>/split{split}.csv"), _shipped(f"split{split}.csv")
+            return Path(f"<tinyasc>/split{split}.csv"), shipped_list(f"split{split}.csv")
         raise TinyAscError(f"{own}: split file does not exist (and this folder is not TAU22, for which tinyasc "
                            f"ships the DCASE 2024 splits {', '.join(map(str, SHIPPED_SPLITS))})")
 
@@ -126,7 +126,7 @@ class TauFolder:
         if fold.is_file():
             return fold, None
         if self.looks_like_tau22():
-            return Path("<tinyasc>/test.csv"), _shipped("test.csv")
+            return Path("<tinyasc>/test.csv"), shipped_list("test.csv")
         raise TinyAscError(f"{own}: test list does not exist (nor evaluation_setup/fold1_evaluate.csv)")
 
     def _shown(self, path: Path) -> str:
@@ -183,7 +183,8 @@ class TauFolder:
             raise TinyAscError(f"{where}: lists {missing[0]} but the file does not exist{more}")
 
 
-def _shipped(name: str) -> str:
+def shipped_list(name: str) -> str:
+    """A list tinyasc ships (the DCASE 2024 splits, the official test.csv) as text."""
     data = resources.files("tinyasc.data").joinpath("splits", name + ".gz").read_bytes()
     return gzip.decompress(data).decode("utf-8")
 

@@ -1,15 +1,18 @@
-"""DCASE 2024 Task 1 submission files, one trained model per training split.
+"""DCASE 2024 Task 1 submission package, one model per training split (5, 10, 25, 50, 100 %).
 
-For a label ``Lastname_Inst_task1_N`` and the models of splits 5 ... 100:
+For a label ``Lastname_Inst_task1_N`` it writes, under the output folder, the layout the official
+validator (toni-heittola/dcase2024_task1_submission_validator) and the upload expect:
 
-- ``<label>.output.split_<S>.csv`` per split: TAB-separated, header ``filename scene_label`` then
-  the class names in class order; one row per evaluation clip with the predicted label and the
-  class probabilities (softmax of the logits).
-- ``<label>.meta.yaml``: submission and system information, ``system.complexity``
-  (total_model_size in bytes, total_parameters, macs; the largest over the splits' models, as each
-  must fit the limits) and ``results.development_dataset.split_<S>`` with overall, class-wise and
-  device-wise accuracy (%) and log loss on the development test set. Overall accuracy and log loss
-  are the class-wise means (DCASE's macro averages).
+- ``task1/<label>/<label>.output.split_<S>.csv`` per split: TAB-separated, header ``filename
+  scene_label`` then the class names in class order; one row per evaluation clip with the predicted
+  label and the class probabilities (softmax of the logits).
+- ``task1/<label>/<label>.meta.yaml``: every field of the official form (``submission_meta``).
+- ``<Lastname>_<Inst>_task1.zip``: every ``task1/<Lastname>_<Inst>_task1_<N>/`` folder under the
+  output folder (a package holds up to four systems) and the technical report when given.
+
+Models: run folders or model files (their split read from their config, or given as ``S=PATH``), or a
+system folder whose ``results.json`` names the ``final_models`` per split. Every check (label,
+authors, all five splits, each model within the DCASE limits) runs before anything is written.
 
 Clips to predict: the evaluation set folder given (its ``evaluation_setup/fold1_test.csv``,
 ``test.csv`` or ``meta.csv``, else every audio file in it), or the development test set.
@@ -17,22 +20,26 @@ Clips to predict: the evaluation set folder given (its ``evaluation_setup/fold1_
 from __future__ import annotations
 
 import csv
+import json
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
-from tinyasc.audio.io import load_audio
 from tinyasc.base.errors import TinyAscError
-from tinyasc.base.files import atomic_path, write_text
+from tinyasc.base.files import atomic_path, check_output_dir, write_text
+from tinyasc.complexity import MAX_BYTES, MAX_MACS, verdict
 from tinyasc.data.build import datamodule_for
+from tinyasc.deploy import submission_meta as meta_form
+from tinyasc.deploy.predict import predict_logits
 from tinyasc.evaluation.evaluate import evaluate_predictor
 from tinyasc.metrics import probabilities
 from tinyasc.modelfile import load_predictor
 
-LABEL = re.compile(r"^[A-Za-z][A-Za-z-]*_[A-Za-z0-9-]+_task1_[1-4]$")
+LABEL = re.compile(r"^([A-Za-z][A-Za-z-]*_[A-Za-z0-9-]+_task1)_[1-4]$")
+SPLITS = (5, 10, 25, 50, 100)
 AUDIO_SUFFIXES = (".wav", ".flac")
 
 
@@ -59,16 +66,6 @@ def evaluation_files(folder: str | Path) -> list[str]:
     if not names:
         raise TinyAscError(f"{folder}: no evaluation list and no .wav/.flac files")
     return names
-
-
-def predict_folder(predictor, folder: str | Path, names: list[str], batch_size: int = 64) -> np.ndarray:
-    """Class probabilities [clips, classes] for files ``folder/name`` (each cut/padded to one clip)."""
-    folder, probs = Path(folder), []
-    for i in range(0, len(names), batch_size):
-        waves = np.stack([load_audio(folder / n, predictor.sample_rate, predictor.duration)
-                          for n in names[i:i + batch_size]])
-        probs.append(probabilities(predictor.logits(torch.from_numpy(waves))))
-    return np.concatenate(probs)
 
 
 def write_output(path: str | Path, names: list[str], probs: np.ndarray, classes: list[str]) -> Path:
@@ -102,102 +99,148 @@ def read_output(path: str | Path, classes: list[str] | None = None) -> list[dict
     return out
 
 
-def development_results(metrics: dict) -> dict:
-    def entry(acc, loss):  # None: no test clips of that class or device
-        return {"accuracy": None if acc is None else round(100 * float(acc), 2),
-                "logloss": None if loss is None else round(float(loss), 3)}
-
-    return {"overall": entry(metrics["macro_accuracy"], metrics["macro_log_loss"]),
-            "class_wise": {c: entry(m["accuracy"], m["log_loss"]) for c, m in metrics["per_class"].items()},
-            "device_wise": {d: entry(m["macro_accuracy"], m["log_loss"]) for d, m in metrics["per_device"].items()}}
-
-
-def _augmentations(config: dict) -> str:
-    names = [a["name"] for kind in ("waveform", "spectrogram") for a in (config["augment"].get(kind) or [])]
-    return ", ".join(names) or "none"
+def system_models(system_dir: Path) -> list[str]:
+    """``S=PATH`` per split from a system folder's ``results.json`` (``final_models``)."""
+    path = system_dir / "results.json"
+    try:
+        finals = json.loads(path.read_text(encoding="utf-8")).get("final_models")
+    except (OSError, ValueError) as exc:
+        raise TinyAscError(f"{path}: not a readable JSON file ({exc})") from None
+    if not isinstance(finals, dict) or not finals:
+        raise TinyAscError(f"{path}: no 'final_models' mapping of split to model file")
+    return [f"{split}={system_dir / model}" for split, model in finals.items()]
 
 
-def _networks(record: dict):
-    if record["kind"] == "ensemble":
-        for member in record["members"]:
-            yield from _networks(member)
-    else:
-        yield record
+def load_split_models(models: list[str]) -> dict[int, object]:
+    """{split: predictor} from run folders, model files, ``S=PATH`` or system folders."""
+    sources = []
+    for text in models:
+        path = Path(text)
+        if path.is_dir() and (path / "results.json").is_file() and not (path / "checkpoints").is_dir():
+            sources += system_models(path)
+        else:
+            sources.append(text)
+    predictors: dict[int, object] = {}
+    for source in sources:
+        given, _, path = source.partition("=") if re.match(r"^\d+=", source) else ("", "", source)
+        p = load_predictor(path)
+        trained = str(p.config["data"]["split"])
+        if not trained.isdigit() or (given and given != trained):
+            raise TinyAscError(f"{path}: trained on split {trained}" + (f", not on split {given}" if given else
+                               "; a submission needs the numbered splits 5, 10, 25, 50, 100"))
+        split = int(trained)
+        if split not in SPLITS:
+            raise TinyAscError(f"{path}: trained on split {split}; DCASE 2024 has splits {', '.join(map(str, SPLITS))}")
+        if split in predictors:
+            raise TinyAscError(f"{path}: a second model for split {split} (first: {predictors[split].source})")
+        predictors[split] = p
+    missing = [s for s in SPLITS if s not in predictors]
+    if missing:
+        raise TinyAscError(f"no model for split {', '.join(map(str, missing))}: a DCASE 2024 submission needs one "
+                           f"model per split 5, 10, 25, 50, 100")
+    return predictors
 
 
-def _compression(predictor) -> str:
-    records = list(_networks(predictor.record))
-    steps = sorted({"structured pruning" for r in records if r.get("shapes")}
-                   | {f"{r['precision']} {'QAT' if r.get('mode') == 'qat' else 'conversion'}"
-                      for r in records if r["precision"] != "fp32"})
-    return ", ".join(steps) or "none"
+def check_complexity(predictors: dict[int, object], allow_over_limit: bool) -> dict[int, dict]:
+    complexities = {s: p.complexity() for s, p in predictors.items()}
+    for s, c in complexities.items():
+        if not verdict(c["bytes"], c["macs"])["fits"] and not allow_over_limit:
+            raise TinyAscError(f"{predictors[s].source}: the split {s} model has {c['bytes']:,} parameter bytes "
+                               f"({c['precision']}) and {c['macs']:,} MACs, over the DCASE limits ({MAX_BYTES:,} "
+                               f"bytes, {MAX_MACS:,} MACs); compress it (tinyasc quantize) or pass --allow-over-limit")
+    return complexities
 
 
-def system_description(predictor) -> dict:
-    config = predictor.config
-    return {"input_sampling_rate": f"{config['frontend']['sample_rate'] / 1000:g}kHz",
-            "acoustic_features": "log-mel energies", "data_augmentation": _augmentations(config),
-            "machine_learning_method": predictor.describe(), "external_data_usage": "none",
-            "model_compression": _compression(predictor)}
+def run_metrics(predictor, data_dir) -> dict | None:
+    """The run's own ``metrics.json`` when ``predictor`` is the checkpoint that run evaluated, on the same
+    data, after its last change: the development results then are the run's, not a second scoring."""
+    file = Path(predictor.source)  # load_predictor names the file it read
+    path = file.parent.parent / "metrics.json"
+    if file.parent.name != "checkpoints" or not path.is_file() or path.stat().st_mtime < file.stat().st_mtime:
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    folder = data_dir or predictor.config["data"].get("dir")
+    if folder is None or Path(saved.get("checkpoint", "")).resolve() != file.resolve() \
+            or Path(saved.get("data", "")).resolve() != Path(folder).expanduser().resolve():
+        return None
+    return {**saved, "source": str(path)}
+
+
+def check_report(report) -> Path | None:
+    if report is None:
+        return None
+    report = Path(report)
+    if not report.is_file():
+        raise TinyAscError(f"{report}: technical report file does not exist")
+    with open(report, "rb") as f:
+        if f.read(5) != b"%PDF-":
+            raise TinyAscError(f"{report}: not a PDF file (the challenge wants the technical report as PDF)")
+    return report
+
+
+def write_package_zip(out_dir: Path, label: str, report: Path | None) -> tuple[Path, list[str]]:
+    """``<Lastname>_<Inst>_task1.zip`` of every ``task1/<Lastname>_<Inst>_task1_<N>/`` under ``out_dir``."""
+    team = LABEL.match(label).group(1)
+    folders = sorted(p for p in (out_dir / "task1").glob(f"{team}_[1-4]") if p.is_dir())
+    zip_path = out_dir / f"{team}.zip"
+    with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for folder in folders:
+            for file in sorted(folder.iterdir()):
+                if file.is_file() and not file.name.startswith("."):
+                    z.write(file, f"task1/{folder.name}/{file.name}")
+        if report is not None:
+            z.write(report, f"task1/{team}.technical_report.pdf")
+    return zip_path, [f.name for f in folders]
 
 
 def write_submission(models: list, label: str, out_dir: str | Path, eval_dir=None, data_dir=None,
-                     name: str | None = None, authors: list[str] | None = None, progress: bool = True) -> dict:
+                     name: str | None = None, authors: list[str] | None = None, abbreviation: str | None = None,
+                     describe: list[str] | None = None, external_datasets: list[str] | None = None,
+                     source_code: str | None = None, report=None, allow_over_limit: bool = False,
+                     progress: bool = True) -> dict:
     check_label(label)
-    out_dir = Path(out_dir)
-    predictors: dict[int, object] = {}
-    for source in models:
-        p = load_predictor(source)
-        split = p.config["data"]["split"]
-        if not isinstance(split, int) and not str(split).isdigit():
-            raise TinyAscError(f"{source}: trained on split {split!r}; a submission needs numbered splits")
-        split = int(split)
-        if split in predictors:
-            raise TinyAscError(f"{source}: a second model for split {split} (first: {predictors[split].source})")
-        predictors[split] = p
-    out_dir.mkdir(parents=True, exist_ok=True)
+    author_entries = meta_form.parse_authors(authors or [])
+    given = meta_form.parse_description(describe or [])
+    datasets = meta_form.parse_external_datasets(external_datasets or [])
+    abbreviation = abbreviation or label.split("_")[0][:10]
+    if len(abbreviation) > 10:
+        raise TinyAscError(f"--abbreviation {abbreviation!r}: at most 10 characters")
+    report = check_report(report)
     names = evaluation_files(eval_dir) if eval_dir else None
-    results, complexities, outputs = {}, {}, {}
-    for split in sorted(predictors):
+    predictors = load_split_models([str(m) for m in models])
+    complexities = check_complexity(predictors, allow_over_limit)
+    out_dir = check_output_dir(out_dir)
+    package = out_dir / "task1" / label
+    results, outputs, scored_by = {}, {}, {}
+    for split in SPLITS:
         p = predictors[split]
-        dm = datamodule_for(p.config, data_dir, "test", progress)
-        metrics = evaluate_predictor(p, dm, "test", progress)
-        results[f"split_{split}"] = development_results(metrics)
-        complexities[split] = p.complexity()
+        saved = run_metrics(p, data_dir) if names is not None else None
+        if saved is not None:
+            metrics, scored_by[split] = saved, saved["source"]
+        else:
+            dm = datamodule_for(p.config, data_dir, "test", progress)
+            metrics, scored_by[split] = evaluate_predictor(p, dm, "test", progress), "evaluated now"
+        results[split] = meta_form.development_results(metrics)
         if names is not None:
-            probs, files = predict_folder(p, eval_dir, names), names
+            probs, files = probabilities(predict_logits(p, [Path(eval_dir) / n for n in names])), names
         else:  # the development test set, in the order of its list
             o = metrics["outputs"]
             order = np.argsort(o["ids"])
             probs = probabilities(o["logits"][order])
             files = [dm.clips["test"][i].filename for i in o["ids"][order]]
-        outputs[split] = str(write_output(out_dir / f"{label}.output.split_{split}.csv", files, probs, p.classes))
-    first = predictors[min(predictors)]
-    meta = {"submission": {"label": label, "name": name or f"tinyasc {first.describe()}",
-                           "abbreviation": label.split("_")[0][:10], "authors": _authors(authors)},
-            "system": {"description": system_description(first),
-                       "complexity": {"total_model_size": max(c["bytes"] for c in complexities.values()),
-                                      "total_parameters": max(c["params"] for c in complexities.values()),
-                                      "macs": max(c["macs"] for c in complexities.values())}},
-            "results": {"development_dataset": results}}
-    meta_path = write_text(out_dir / f"{label}.meta.yaml",
+        outputs[split] = str(write_output(package / f"{label}.output.split_{split}.csv", files, probs, p.classes))
+    meta = meta_form.build_meta(label, name or f"tinyasc {predictors[100].describe()}", abbreviation, author_entries,
+                                meta_form.system_description(predictors, given), complexities, results, datasets,
+                                source_code)
+    meta_path = write_text(package / f"{label}.meta.yaml",
                            "# DCASE 2024 Task 1 system meta information, written by tinyasc submit.\n"
-                           "# total_model_size: bytes of parameters at their stored precision; macs: per 1 s clip "
-                           "(NeSsi).\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
-    return {"meta": str(meta_path), "outputs": outputs, "complexity": {s: complexities[s] for s in complexities},
-            "results": results, "evaluated_on": str(eval_dir) if eval_dir else "development test set"}
-
-
-def _authors(authors: list[str] | None) -> list[dict]:
-    """'Firstname Lastname <email>' strings as DCASE author entries."""
-    out = []
-    for i, text in enumerate(authors or []):
-        m = re.match(r"^\s*(.+?)\s+(\S+)\s*(?:<([^>]+)>)?\s*$", text)
-        if not m:
-            raise TinyAscError(f"--author {text!r}: expected 'Firstname Lastname <email>'")
-        entry = {"lastname": m.group(2), "firstname": m.group(1)}
-        if m.group(3):
-            entry["email"] = m.group(3)
-        entry["corresponding"] = i == 0
-        out.append(entry)
-    return out
+                           "# total_model_size: bytes of parameters at their stored precision (largest split model); "
+                           "macs: per 1 s clip (NeSsi).\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
+    zip_path, labels = write_package_zip(out_dir, label, report)
+    return {"meta": str(meta_path), "outputs": outputs, "zip": str(zip_path), "zip_labels": labels,
+            "report": str(report) if report else None,
+            "complexity": {s: {k: complexities[s][k] for k in ("params", "bytes", "macs", "precision")}
+                           | {"fits": verdict(complexities[s]["bytes"], complexities[s]["macs"])["fits"]}
+                           for s in complexities},
+            "results": {f"split_{s}": r for s, r in results.items()}, "scored_by": scored_by,
+            "evaluated_on": str(eval_dir) if eval_dir else "development test set"}
