@@ -13,7 +13,7 @@ from tinyasc.compress.ensemble import average_weights, fit_linear
 from tinyasc.modelfile import Ensemble
 from tinyasc.modelfile import Predictor, load_predictor
 from tinyasc.base.errors import TinyAscError
-from tinyasc.models import create_model
+from tinyasc.models import create_model, frontend_config
 from tinyasc.experiment import train
 
 CLASSES = ["airport", "bus", "park"]
@@ -122,3 +122,31 @@ def test_cli_fit_linear_saves_an_ensemble_that_loads_as_one_model(runs, tmp_path
     assert results["ensemble"]["n"] == results["model 1"]["n"] == 36
     assert results["ensemble"]["complexity"]["macs"] == 2 * results["model 1"]["complexity"]["macs"]
     assert main(["ensemble", str(run), str(other), "--weights", "0.6", "0.4", "--fit-linear"]) == 2
+
+
+def test_members_trained_on_longer_clips_are_evaluated_on_the_ensembles_clip(tmp_path):
+    # Report 003's ensemble 4: a second frequency-split MobileNet trained on features twice as long in
+    # time; both members are evaluated on the 36 frames of the 1 s test clip.
+    fs = {"model": {"name": "fsmobilenet", "args": {}}, "frontend": frontend_config("fsmobilenet")}
+    short = member(0, **fs)
+    long = member(1, **fs, data={"duration": 2.0})
+    assert long.input_shape[-1] == 79 and short.input_shape[-1] == 36  # 2 s -> 87 frames, minus 8 at the edges
+    ens = Ensemble([long, short], [0.7, 0.3])
+    assert ens.duration == 1.0 and ens.config["data"]["duration"] == 1.0  # the clip the ensemble scores
+    seen = []
+    hooks = [m.network.register_forward_pre_hook(lambda mod, args: seen.append(tuple(args[0].shape)))
+             for m in (long, short)]
+    waves = torch.randn(2, 44100) * 0.1
+    combined = ens.logits(waves)
+    for h in hooks:
+        h.remove()
+    assert seen == [(2, 3, 256, 36), (2, 3, 256, 36)]  # each member: its own front end on the same 1 s clip
+    assert torch.allclose(combined, 0.7 * long.logits(waves) + 0.3 * short.logits(waves), atol=1e-6)
+    # MACs of the long member as it runs here (36 frames), not as it trained (79)
+    c = ens.complexity()
+    assert c["members"][0]["macs"] == long.complexity(1.0)["macs"] < long.complexity()["macs"]
+    assert c["macs"] == long.complexity(1.0)["macs"] + short.complexity()["macs"]
+    assert c["input_shapes"] == [[1, 3, 256, 36], [1, 3, 256, 36]]
+    artifact.save(tmp_path / "ens.pt", ens.record)
+    loaded = load_predictor(tmp_path / "ens.pt")
+    assert loaded.duration == 1.0 and torch.allclose(loaded.logits(waves), combined, atol=1e-6)

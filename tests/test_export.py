@@ -3,7 +3,6 @@ import csv
 import json
 
 import numpy as np
-import onnx
 import pytest
 import soundfile as sf
 import torch
@@ -18,6 +17,9 @@ from tinyasc.deploy.onnx_export import OnnxPredictor, check_onnx, export_onnx, s
 from tinyasc.deploy.timeline import moving_average
 from tinyasc.base.errors import TinyAscError
 from tinyasc.experiment import train
+
+onnx = pytest.importorskip("onnx", reason="the extra tinyasc[onnx] is not installed")
+pytest.importorskip("onnxruntime", reason="the extra tinyasc[onnx] is not installed")
 
 
 @pytest.fixture(scope="module")

@@ -128,10 +128,12 @@ def test_qat_step_trains_through_fake_quantisation(name):
 # work: the first four of clip 0 and the sum of |logits|. bc_resnet.py changed (SubSpectralNorm's
 # sub-band check became a torch.fx leaf, ResNorm declares no int8 kernel), and with it the BC family;
 # mobilenetv2_ca's code did not, but int8 now swaps its affine-free norms in the copy it quantises.
+# bc_resnet_c40 (Table 5's third max-pool) and ghost_bc_res2net (Ghost modules in every block, C = 53)
+# were re-pinned when their architectures changed on purpose.
 FLOAT_BEFORE = {
-    "bc_resnet_c40": ([0.00535013, -0.0118891, -0.0271341, 0.0606526], 1.24979),
+    "bc_resnet_c40": ([0.00691479, -0.00952949, -0.0324199, 0.0416513], 1.17054),
     "bc_resnet_c80": ([-0.0141465, 0.0620211, 0.297103, 0.0150281], 1.64319),
-    "ghost_bc_res2net": ([-0.143721, -0.236629, -0.294162, 1.03715], 8.97628),
+    "ghost_bc_res2net": ([1.58707, -0.0822273, 0.841661, -0.00316226], 8.34935),
     "mobilenetv2_ca": ([0.301633, 0.136482, -0.237961, 0.067934], 2.59718),
 }
 

@@ -32,7 +32,7 @@ FLOORS = [
 ]
 ROOM = {room: level for level, rooms in enumerate(FLOORS) for room in rooms}
 # Imports allowed inside functions: dependencies that are optional at import time (with a comment).
-OPTIONAL = {"onnx", "onnxruntime", "fcntl"}
+OPTIONAL = {"onnx", "onnxruntime", "fcntl", "codecarbon"}
 
 
 def modules() -> dict[str, Path]:

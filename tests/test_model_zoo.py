@@ -25,29 +25,33 @@ from tinyasc.models import create_model, frontend_config, get_spec, input_shape,
 # or front-end change and must be deliberate (docs/models/*.md explain each figure).
 PINNED = {
     # name: ((C, F, T), DCASE params, DCASE MACs, report-convention params, report-convention MACs)  # counting
-    "bc_resnet_c40": ((1, 256, 44), 85_800, 20_303_060, 85_800, 20_303_060),  # dcase
+    "bc_resnet_c40": ((1, 256, 44), 85_800, 18_943_160, 85_800, 18_943_160),  # dcase
     "bc_resnet_c80": ((1, 256, 44), 314_800, 952_573_840, 314_800, 952_573_840),  # dcase
     "cp_mobile": ((1, 256, 65), 126_952, 31_684_180, 126_952, 31_684_180),  # dcase
     "cp_resnet59": ((1, 256, 43), 58_360, 15_835_280, 57_980, 15_992_344),  # bn_fused
+    "cp_resnet_128k": ((1, 256, 43), 127_684, 28_840_396, 127_684, 28_840_396),  # dcase
     "dcase22_baseline": ((1, 40, 51), 46_118, 29_271_638, 46_512, 29_238_120),  # tflite
     "dcase24_baseline": ((1, 256, 65), 61_148, 29_419_156, 61_148, 29_419_156),  # dcase
     "dcase24_baseline_unisa": ((1, 256, 68), 61_160, 29_428_372, 61_160, 29_428_372),  # dcase
     "fsmobilenet": ((3, 256, 36), 7_946, 3_972_650, 7_946, 3_972_650),  # dcase
-    "ghost_bc_res2net": ((1, 256, 32), 82_670, 14_604_100, 82_670, 14_604_100),  # dcase
+    "ghost_bc_res2net": ((1, 256, 32), 81_994, 15_024_268, 81_994, 15_024_268),  # dcase
     "mini_segnet": ((3, 256, 36), 278_794, 194_408_362, 278_794, 194_408_362),  # dcase
     "mini_segnet_pruned": ((3, 256, 36), 46_316, 19_474_592, 46_316, 19_474_592),  # dcase
     "mobileformer_kt": ((1, 256, 32), 20_528, 590_086, 20_528, 617_266),  # tokens
     "mobilenetv2_ca": ((3, 128, 36), 105_888, 11_238_704, 110_452, 11_238_704),  # keras
     # Report 001's table prints 64 frames; hop 512 gives 63, and both cost the same (test_models_cp.py).
     "moflenet57": ((1, 256, 63), 60_440, 12_944_468, 58_862, 13_415_552),  # bn_fused
+    "moflenet_128k": ((1, 256, 63), 126_072, 25_598_324, 126_072, 25_598_324),  # dcase
 }
 MODELS = list_models()
 
 ATTENTION = {"mobileformer_kt"}  # token Linears and attention matmuls: torchinfo under-counts these
-NO_REPORT_MACS = {"mini_segnet"}  # report 003 gives no MACs before pruning
+NO_REPORT_MACS = {"mini_segnet", "cp_resnet_128k", "moflenet_128k"}  # reports 003 / 001 (Table 4) give none
 # Report figures tinyasc does not reach within the spec's tolerance, each explained in docs/models/*.md
-# and pinned in its family file: report 002's teacher MACs (998.527 M) are 4.6 % above its own table.
-OUTSIDE_TOLERANCE = {("bc_resnet_c80", "macs")}
+# and pinned in its family file: report 002's teacher MACs (998.527 M) are 4.6 % above its own table,
+# its student's (20.5 M) 8 % above Table 5's three pools counted the DCASE way, and Ghost modules in
+# every block of report 000's network fit its params but leave its MACs 3 % above.
+OUTSIDE_TOLERANCE = {("bc_resnet_c80", "macs"), ("bc_resnet_c40", "macs"), ("ghost_bc_res2net", "macs")}
 
 
 def _shape(name):
@@ -160,11 +164,18 @@ def synthetic_set(tmp_path_factory):
     return synthesize(tmp_path_factory.mktemp("zoo") / "synth", n_clips=200, seed=0)
 
 
+# bc_resnet_c80 (950 MMACs) keeps ~0.3 GB of activations per training clip for the backward pass:
+# with batch 16 the suite peaked at 9.9 GB, with batch 4 at 3.5 GB. The default evaluation batch (256)
+# would hold 2 GB per activation, hence eval_batch_size 16 for every model.
+SMALL_BATCH = {"bc_resnet_c80": 2}
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_train_command_works_for_every_model(name, synthetic_set, tmp_path, capsys):
     out = tmp_path / name
     code = main(["train", "--model", name, "--data", str(synthetic_set), "--split", "25", "--epochs", "1",
-                 "--batch-size", "16", "--out", str(out), "--no-progress", "--set", "data.val_fraction=0"])
+                 "--batch-size", str(SMALL_BATCH.get(name, 16)), "--out", str(out), "--no-progress",
+                 "--set", "data.val_fraction=0", "--set", "trainer.eval_batch_size=16"])
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == len((synthetic_set / "test.csv").read_text().strip().splitlines()) - 1

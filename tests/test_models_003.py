@@ -7,9 +7,10 @@ from torch import nn
 from tinyasc.base.errors import TinyAscError
 from tinyasc.complexity import torchinfo_counts
 from tinyasc.modelfile.int8 import float_islands, int8_skeleton
-from tinyasc.models import create_model, input_shape
+from tinyasc.audio.features import MelFrontEnd
+from tinyasc.models import create_model, frontend_config, input_shape
 from tinyasc.models.fsmobilenet import FSMobileNet
-from tinyasc.models.mini_segnet import DENSE_UNITS, PRUNED_WIDTHS, WIDTHS, MiniSegNet
+from tinyasc.models.mini_segnet import DENSE_UNITS, PRUNED_WIDTHS, WIDTHS, MiniSegNet, MixupNorm
 
 # Pinned counts, the report-tolerance check (report 003 gives no MACs for the unpruned Mini-SegNet) and the
 # training step of every model: tests/test_model_zoo.py.
@@ -61,7 +62,13 @@ def test_mini_segnet_follows_section_2_2():
     assert shapes == [(48, 128, 18), (128, 32, 4), (48, 64, 8), (48, 128, 16)]
     convs = [m for m in model.stages.modules() if isinstance(m, nn.Conv2d)]
     assert all(conv.kernel_size == (2, 3) for conv in convs)
-    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == len(convs) == 6
+    assert len(convs) == 6
+    # mixup normalization after the first encoder conv and the DeConv block 2 conv, BN after the others
+    norms = [type(m).__name__ for m in model.stages.modules() if isinstance(m, (nn.BatchNorm2d, MixupNorm))]
+    assert norms == ["MixupNorm", "BatchNorm2d", "BatchNorm2d", "BatchNorm2d", "BatchNorm2d", "MixupNorm"]
+    plain = create_model("mini_segnet", mixup_norm=False)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in plain.modules()) == 6
+    assert torchinfo_counts(plain, (1, 3, 256, 36)) == torchinfo_counts(model, (1, 3, 256, 36))
     dense = [m for m in model.classifier if isinstance(m, nn.Linear)]
     assert [(d.in_features, d.out_features) for d in dense] == [(48, 1024), (1024, 10)]
 
@@ -79,14 +86,58 @@ def test_pruned_variant_is_the_same_network_with_70_percent_of_the_filters_remov
     assert all(all(a <= b for a, b in zip(pruned_state[k].shape, full_state[k].shape)) for k in full_state)
 
 
-@pytest.mark.parametrize("name", ["fsmobilenet", "mini_segnet_pruned"])
-def test_converts_to_int8_without_float_islands(name):
-    # The report quantises every parameter to int8, so the whole network must have int8 kernels.
+@pytest.mark.parametrize("name, islands", [("fsmobilenet", []), ("mini_segnet_pruned", ["MixupNorm"])])
+def test_converts_to_int8_with_only_mixup_norm_left_float(name, islands):
+    # The report quantises every parameter to int8; mixup normalization (instance statistics, rsqrt)
+    # has no int8 kernel in torch, so its two layers stay float, everything else runs in int8.
     model = create_model(name).eval()
     x = torch.randn(input_shape(name))
     quantized = int8_skeleton(model, x)
     assert quantized(x).shape == (1, 10)
-    assert float_islands(quantized) == []
+    assert sorted({name.split("(")[-1].rstrip(")") for name in float_islands(quantized)}) == islands
+    assert len(float_islands(quantized)) == 2 * len(islands)
+
+
+def test_mixup_norm_is_instance_norm_in_eval_and_mixes_statistics_in_training():
+    torch.manual_seed(0)
+    norm = MixupNorm(4, alpha=0.3)
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([1.0, 2.0, 0.5, 1.0]).view(1, 4, 1, 1))
+        norm.bias.copy_(torch.tensor([0.0, 1.0, -1.0, 3.0]).view(1, 4, 1, 1))
+    # clips with very different per-channel levels and gains (a device's colouring)
+    x = torch.randn(8, 4, 16, 10) * torch.rand(8, 4, 1, 1).mul(5).add(0.5) + torch.randn(8, 4, 1, 1) * 10
+    norm.eval()
+    y = norm(x)
+    var, mean = torch.var_mean(y, dim=(2, 3), unbiased=False)
+    assert torch.allclose(mean, norm.bias.view(1, 4).expand(8, 4), atol=1e-4)  # each clip, each channel
+    assert torch.allclose(var.sqrt(), norm.weight.view(1, 4).abs().expand(8, 4), atol=1e-3)
+    assert torch.allclose(norm(x[:1]), y[:1], atol=1e-5)  # independent of the rest of the batch
+    norm.train()
+    y_train = norm(x)
+    _, mean_t = torch.var_mean(y_train, dim=(2, 3), unbiased=False)
+    assert (mean_t - norm.bias.view(1, 4)).abs().max() > 0.1  # another clip's statistics leak in
+    assert torch.allclose(norm(x[:1]), y[:1], atol=1e-5)  # a lone clip has no partner: its own statistics
+    norm.alpha = 0.0
+    assert torch.allclose(norm(x), y, atol=1e-5)  # alpha 0 switches the mixing off
+
+
+def test_deltas_come_from_the_whole_clip_before_the_edges_are_cut():
+    # Report 003: 44 frames, 5-frame deltas and delta-deltas, cropped to the 36 frames the delta-delta
+    # has without padding; the kept frames equal the same computation without any padding.
+    fe = MelFrontEnd(**frontend_config("fsmobilenet"))
+    wave = torch.randn(1, 44100) * 0.1
+    feats = fe(wave)
+    full = MelFrontEnd(**{**frontend_config("fsmobilenet"), "deltas": 0, "trim_frames": 0})(wave)[0, 0]
+    assert full.shape[-1] == 44 and feats.shape == (1, 3, 256, 36)
+
+    def valid_delta(x):  # (x[t+1] - x[t-1] + 2 (x[t+2] - x[t-2])) / 10, no padding: 4 frames fewer
+        return (x[:, 3:-1] - x[:, 1:-3] + 2 * (x[:, 4:] - x[:, :-4])) / 10
+
+    d = valid_delta(full)
+    dd = valid_delta(d)
+    torch.testing.assert_close(feats[0, 0], full[:, 4:-4])
+    torch.testing.assert_close(feats[0, 1], d[:, 2:-2], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(feats[0, 2], dd, rtol=1e-4, atol=1e-4)
 
 
 def test_fsmobilenet_scales_with_its_arguments():

@@ -155,3 +155,26 @@ def test_bad_configs_raise_tinyasc_error():
         CPResNet(stages=[dict(groups=1)])
     with pytest.raises(TinyAscError, match="expand_groups"):
         CPMobile(expand_groups=3)
+
+
+def test_table_4_models_are_the_128k_designs_before_section_4_narrowed_them():
+    from tinyasc.models.cp_resnet import TABLE4_ACCURACY as CP_TABLE4
+    from tinyasc.models.moflenet import TABLE4_ACCURACY as MOFLE_TABLE4
+
+    cp = create_model("cp_resnet_128k").eval()
+    with torch.no_grad():
+        shapes = _layer_shapes(cp.stages, cp.stem(torch.zeros(1, 1, 256, 43)))
+    # CP-ResNet59's Table 1 without its two added pools, at multiplier 2.0: widths 32, 64, 92
+    assert shapes == [(63, 10, 32), (63, 10, 32), (31, 10, 32), (31, 10, 32), (15, 10, 32), (15, 10, 64),
+                      (15, 10, 92)]
+    mofle = create_model("moflenet_128k")
+    assert all(block.block[0][0].groups == 2 and isinstance(block.block[1], ChannelShuffle)
+               for block in mofle.stages)
+    assert [block.block[-1][0].out_channels for block in mofle.stages] == [32, 32, 32, 80, 80, 200]
+    for name in ("cp_resnet_128k", "moflenet_128k"):
+        params, macs = torchinfo_counts(create_model(name), input_shape(name))
+        assert 0.98 * 128_000 < params <= 128_000 and macs < 30_000_000  # "128k number of parameters"
+        assert get_spec(name).report_params == 128_000 and get_spec(name).report_macs is None
+    # Table 4, before QAT: MofleNet-128k leads on the full set, CP-ResNet-128k on 10 % and 5 %
+    assert MOFLE_TABLE4["moflenet_128k"][100] > CP_TABLE4["cp_resnet_128k"][100]
+    assert all(CP_TABLE4["cp_resnet_128k"][s] > MOFLE_TABLE4["moflenet_128k"][s] for s in (10, 5))

@@ -127,22 +127,29 @@ def test_killed_after_an_epoch_that_did_not_improve_resumes_exactly(tau_dir, tmp
 def test_ctrl_c_stops_cleanly_with_a_checkpoint_of_the_step_reached(tau_dir, tmp_path):
     """SIGINT (Ctrl-C) in the middle of training: one line naming the resume command, exit 130, and a
     last.ckpt of the step reached, from which the run continues."""
-    config = small_config(tau_dir, epochs=40)
+    config = small_config(tau_dir, epochs=1000)  # never reached: the run is interrupted after its first epoch
     config["trainer"]["batch_size"] = 4
     cfgmod.save(config, tmp_path / "cfg.yaml")
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "tinyasc.cli", "train", "--config", str(tmp_path / "cfg.yaml"), "--out", str(run),
            "--no-progress"]
+    # A terminal's Ctrl-C reaches a process whose SIGINT is not ignored; a disposition inherited from
+    # whatever started pytest (a background job ignores SIGINT) must not decide this test.
     proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     last = run / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    first = torch.load(last, weights_only=True)["global_step"]
-    time.sleep(1.0)  # some steps into the next epoch
-    proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=120)[1].decode()
+    try:
+        deadline = time.time() + 300
+        while not last.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        first = torch.load(last, weights_only=True)["global_step"]
+        time.sleep(1.0)  # some steps into the next epoch
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=120)[1].decode()
+    finally:  # a run that did not stop must not train on after the test
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err
     (line,) = [x for x in err.splitlines() if x.startswith("tinyasc:")]

@@ -43,7 +43,8 @@ DEFAULTS: dict = {
     "seed": 0,
     "data": {"dir": None, "split": 100, "duration": 1.0, "val_fraction": 0.1, "cache_dir": None,
              "cache_dtype": "float16", "num_workers": 0, "skip_bad_files": False,
-             "synthetic_clips": None, "synthetic_seed": 0},
+             "synthetic_clips": None, "synthetic_seed": 0,
+             "on_device": False},  # true: the training cache on the training device (tinyasc/data/on_device.py)
     "frontend": dict(DCASE24_FRONTEND),
     "model": {"name": "dcase24_baseline", "args": {}},
     "augment": {
@@ -55,7 +56,9 @@ DEFAULTS: dict = {
     "schedule": {"name": "cosine_warmup", "warmup_steps": 2000, "min_lr_ratio": 0.0},
     "trainer": {"epochs": 150, "batch_size": 256, "eval_batch_size": 256, "devices": 1, "accelerator": "auto",
                 "strategy": "auto", "precision": "32-true", "deterministic": "warn", "log_every_n_steps": 10,
-                "checkpoint_every_n_steps": None},
+                "checkpoint_every_n_steps": None,
+                "loggers": ["csv", "tensorboard"],  # also wandb, mlflow (tinyasc/training/loggers.py)
+                "energy": False},  # true or a country code: codecarbon measures the training's energy
     # How `tinyasc quantize` / `tinyasc prune` compress a trained run when their options leave it open;
     # the seed recipes fill this from their reports. The QAT defaults are report 001's (section 6: 24
     # epochs, peak LR 5e-5 falling linearly to 10 % by epoch 16; conv + BN + ReLU fused, x86 backend).
@@ -124,7 +127,7 @@ def load_yaml(path: str | Path) -> dict:
         return {}
     if not isinstance(data, dict):
         raise TinyAscError(f"{path}: a config must be a mapping of sections (data, model, trainer, ...)")
-    unknown = set(data) - set(DEFAULTS) - {"description"}
+    unknown = set(data) - set(DEFAULTS) - {"description", "per_split"}
     if unknown:
         raise TinyAscError(f"{path}: unknown config section(s) {', '.join(sorted(unknown))}; "
                            f"known: {', '.join(DEFAULTS)}")
@@ -159,13 +162,14 @@ def resolve(config_file: str | Path | None = None, overrides: list[dict] | None 
     synthetic set, and QUICKSTART comes before the overrides."""
     config_file = find_recipe(config_file) if config_file else None
 
-    def build(first: list[dict]) -> dict:
+    def build(first: list[dict], split_layer: dict | None = None) -> dict:
         config = copy.deepcopy(base or DEFAULTS)
         if config_file:
             config = merge(config, load_yaml(config_file))
         if model:  # a model brings its report's front end; overrides can still change any of it
             config["model"] = {"name": model, "args": {}}
             config["frontend"] = merge(DEFAULTS["frontend"], frontend_config(model))
+        config = merge(config, split_layer or {})
         for update in [*first, *(overrides or [])]:
             config = merge(config, update)
         return config
@@ -175,6 +179,10 @@ def resolve(config_file: str | Path | None = None, overrides: list[dict] | None 
     quick = base is None and not config_file and not (isinstance(data, dict) and data.get("dir"))
     if quick:
         config = build([QUICKSTART])
+    layer = per_split_layer(config, str(config_file or "config"))
+    if layer:  # the recipe's settings for this split, under the overrides (which name the split)
+        config = build([QUICKSTART] if quick else [], layer)
+    config.pop("per_split", None)  # a resolved config holds the values that apply, nothing conditional
     check_names(config, str(config_file or "config"))
     try:
         _check_schema(config, split_files=True)
@@ -185,6 +193,20 @@ def resolve(config_file: str | Path | None = None, overrides: list[dict] | None 
         origin = next((label for label, layer in reversed(layers) if _sets(layer, bad.key.split("."))), "config")
         raise TinyAscError(f"{origin}: {bad}" if origin else str(bad)) from None
     return config
+
+
+def per_split_layer(config: dict, source: str = "config") -> dict:
+    """The ``per_split`` sections of the config's training split (report 004 trains 5/10/25 % with
+    batch 78 and lr 0.005, 50/100 % with 130 and 0.01), or {}."""
+    table = config.get("per_split")
+    try:
+        PER_SPLIT.check("per_split", table)
+    except _Invalid as bad:
+        raise TinyAscError(f"{source}: {bad}") from None
+    if not table or not isinstance(config.get("data"), dict):
+        return {}  # a bad data section is the schema check's to report
+    split = str(config["data"].get("split")).strip()
+    return next((layer for key, layer in (table or {}).items() if str(key).strip() == split), {})
 
 
 def check_names(config: dict, source: str = "config") -> None:
@@ -300,7 +322,7 @@ RULES: dict[str, dict[str, Rule]] = {
              "cache_dir": PATH_OR_NULL,
              "cache_dtype": Rule("a float dtype such as 'float16' or 'float32'", _float_dtype),
              "num_workers": integer(0), "skip_bad_files": BOOLEAN, "synthetic_clips": integer(1, null=True),
-             "synthetic_seed": integer(0)},  # data.split: _check_split
+             "synthetic_seed": integer(0), "on_device": BOOLEAN},  # data.split: _check_split
     "trainer": {"epochs": integer(1), "batch_size": integer(1), "eval_batch_size": integer(1),
                 "devices": Rule("an integer >= 1 or 'auto'",
                                 lambda v: (_is_int(v) and v >= 1) or (isinstance(v, str) and v == "auto")),
@@ -311,7 +333,11 @@ RULES: dict[str, dict[str, Rule]] = {
                 "deterministic": Rule("true, false or 'warn'",
                                       lambda v: isinstance(v, (bool, str)) and v in (True, False, "warn")),
                 "log_every_n_steps": integer(1), "num_nodes": integer(1),
-                "checkpoint_every_n_steps": integer(1, null=True)},
+                "checkpoint_every_n_steps": integer(1, null=True),
+                "loggers": Rule("a list of csv, tensorboard, wandb, mlflow",
+                                lambda v: isinstance(v, list) and set(v) <= {"csv", "tensorboard", "wandb", "mlflow"}),
+                "energy": Rule("true, false or a 3-letter country code such as 'AUT'",
+                               lambda v: isinstance(v, bool) or (isinstance(v, str) and len(v) == 3 and v.isalpha()))},
     # The front end's keys are MelFrontEnd's arguments; its own checks (window names, deltas, win_length
     # <= n_fft) run on the whole section afterwards.
     "frontend": {"sample_rate": integer(1), "n_fft": integer(1), "win_length": integer(1, null=True),
@@ -338,6 +364,12 @@ RULES: dict[str, dict[str, Rule]] = {
     "schedule": {"warmup_steps": integer(0, null=True), "warmup_epochs": number(0, null=True),
                  "min_lr_ratio": number(0, 1, null=True)},
 }
+# per_split: {SPLIT: {section: {key: value}}}; any section but the split itself may change.
+PER_SPLIT = Rule("a mapping {5: {trainer: {batch_size: 78}}, ...} of config sections per split (not data.split)",
+                 lambda v: v is None or (isinstance(v, dict) and all(
+                     isinstance(layer, dict) and set(layer) <= set(DEFAULTS) - {"seed"}
+                     and all(isinstance(section, dict) for section in layer.values())
+                     and "split" not in layer.get("data", {}) for layer in v.values())))
 FREE_FORM = ("loss", "optim", "schedule")  # sections that take any further key
 # Keys the code reads without a default: a config without them (a crafted checkpoint's) is refused.
 REQUIRED = {"data": ("split", "duration", "val_fraction", "num_workers", "cache_dtype", "skip_bad_files"),
@@ -358,7 +390,7 @@ def known_keys(section: str) -> list[str]:
 
 
 def _check_schema(config: dict, split_files: bool) -> None:
-    top = [*DEFAULTS, "description"]
+    top = [*DEFAULTS, "description", "per_split"]  # per_split: a recipe as written, before resolve applies it
     for key in config:
         if key not in top:
             raise _Invalid(str(key), f"unknown section; known: {', '.join(top)}")
@@ -367,6 +399,7 @@ def _check_schema(config: dict, split_files: bool) -> None:
             raise _Invalid(key, f"missing section; a config has {', '.join(DEFAULTS)}")
     integer(0, 2 ** 32 - 1).check("seed", config["seed"])  # the range numpy's and Lightning's seeding accept
     TEXT_OR_NULL.check("description", config.get("description"))
+    PER_SPLIT.check("per_split", config.get("per_split"))
     for section, rules in RULES.items():
         if section in OPTIONAL_SECTIONS and section not in config:
             continue

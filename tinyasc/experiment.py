@@ -1,8 +1,10 @@
 """One run, end to end: check the run folder, train, evaluate the best checkpoint, plot, write results.
 
 A run folder holds ``config.yaml`` (the resolved config, seed included), ``checkpoints/`` (``last.ckpt``
-and ``best.ckpt``), ``logs/`` (CSV and TensorBoard), ``metrics.json``, ``confusion_matrix.png`` and
-``learning_curves.png``; ``left_out.csv`` lists the files --skip-bad-files left out.
+and ``best.ckpt``), ``logs/`` (CSV, TensorBoard and the trackers ``trainer.loggers`` names), ``metrics.json``
+(test metrics, complexity, the trained network's bytes as fp32, fp16 and int8 with their verdicts, and
+with ``trainer.energy`` the training's energy), ``confusion_matrix.png`` and ``learning_curves.png``;
+``left_out.csv`` lists the files --skip-bad-files left out.
 
 With ``trainer.devices`` > 1 every process runs this whole program. Only the first process checks
 and writes the run folder; all of them train, and all of them test, each on its shard of the test
@@ -10,6 +12,9 @@ set (see docs/distributed.md).
 """
 from __future__ import annotations
 
+import contextlib
+import copy
+import signal
 import time
 from pathlib import Path
 
@@ -20,10 +25,15 @@ import torch
 from tinyasc import config as cfgmod
 from tinyasc.base.errors import TinyAscError
 from tinyasc.base.files import check_output_dir, write_json, write_text
+from tinyasc.complexity import verdict
+from tinyasc.complexity.stored import stored_sizes
 from tinyasc.data.build import make_datamodule
 from tinyasc.evaluation.evaluate import evaluate, evaluate_sharded
 from tinyasc.evaluation.plots import plot_confusion, plot_learning_curves
+from tinyasc.modelfile import load_predictor
 from tinyasc.modelfile.checkpoint import load_checkpoint
+from tinyasc.modelfile.int8 import int8_measurement
+from tinyasc.training.loggers import EnergyMeter, finish_trackers
 from tinyasc.training.module import SceneClassifier
 from tinyasc.training.optim import follows_metric
 from tinyasc.training.trainer import is_first_process, make_trainer, quiet_lightning
@@ -86,6 +96,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     module = SceneClassifier(config, dm.classes, dm.devices)
     resume_step = None if checkpoint is None else int(checkpoint["global_step"])
     trainer = make_trainer(config, run_dir, progress, fit=True, has_val=has_val, resume_step=resume_step)
+    energy = config["trainer"].get("energy")
+    meter = EnergyMeter(energy, run_dir) if first and energy else None  # checks codecarbon is there
     # Everything is checked: from here on the run folder is written.
     if first:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -95,12 +107,19 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
                        "filename\tproblem\n" + "".join(f"{n}\t{why}\n" for n, why in dm.left_out.items()))
     start = time.time()
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=None if checkpoint is None else run_dir / "checkpoints" / "last.ckpt")
+        with meter or contextlib.nullcontext():
+            trainer.fit(module, datamodule=dm,
+                        ckpt_path=None if checkpoint is None else run_dir / "checkpoints" / "last.ckpt")
     except SystemExit:
         if trainer.interrupted:  # Lightning turns Ctrl-C into SystemExit after its on_exception hooks
+            # ... and leaves SIGINT ignored for good (a caller's next Ctrl-C, and every child process
+            # started afterwards, would be deaf to it): give Python's handler back.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt(f"stopped at step {trainer.global_step}; continue with "
                                     f"`tinyasc train --out {run_dir} --resume`") from None
         raise
+    finally:
+        finish_trackers(trainer)
     train_seconds = time.time() - start
     # The other processes may have named a different default run folder: all take the first one's.
     ckpt = trainer.strategy.broadcast(str(run_dir / "checkpoints" / ("best.ckpt" if has_val else "last.ckpt")))
@@ -111,7 +130,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         result = evaluate_sharded(module, trainer, dm, ckpt)
         if result:
             plot_confusion(np.array(result["confusion"]), dm.classes, run_dir / "confusion_matrix.png",
-                           title=f"macro accuracy {result['macro_accuracy']:.1%}")
+                           title=f"macro accuracy {result['macro_accuracy']:.1%}", data=result["data"],
+                           checkpoint=ckpt)
     else:
         result = evaluate(ckpt, progress=progress, datamodule=dm)
     if trainer.global_rank != 0:
@@ -119,9 +139,33 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     result["train_seconds"] = round(train_seconds, 1)
     result["processes"] = trainer.world_size
     result["left_out_files"] = len(dm.left_out)
+    result["deployable"] = deployable(ckpt, result["complexity"]["macs"])
+    if meter is not None:
+        result["energy"] = meter.result
     write_json(run_dir / "metrics.json", result)
-    plot_learning_curves(run_dir / "logs" / "metrics.csv", run_dir / "learning_curves.png")
+    plot_learning_curves(run_dir / "logs" / "metrics.csv", run_dir / "learning_curves.png", title=run_dir.name)
     return result
+
+
+PRECISIONS = ("fp32", "fp16", "int8")  # least to most lossy
+
+
+def deployable(checkpoint, macs: int) -> dict:
+    """Parameter bytes of the trained network as stored in fp32, in a real fp16 copy and in a real int8
+    conversion (counted as ``tinyasc models`` counts them), each with the DCASE verdict; ``deploy_as``:
+    the least lossy precision that fits, or None."""
+    predictor = load_predictor(checkpoint)
+    network, example = predictor.network_module().eval(), torch.zeros(predictor.input_shape)
+    versions, out = {"fp32": network, "fp16": copy.deepcopy(network).half()}, {}
+    try:
+        versions["int8"] = int8_measurement(copy.deepcopy(network), example)[0]
+    except TinyAscError as exc:  # a network without an int8 version: the reason instead of a size
+        out["int8"] = {"bytes": None, "fits": False, "error": str(exc)}
+    for precision, net in versions.items():
+        n_bytes = stored_sizes(net)["bytes"]
+        out[precision] = {"bytes": n_bytes, **verdict(n_bytes, macs)}
+    out["deploy_as"] = next((p for p in PRECISIONS if out[p]["fits"]), None)
+    return out
 
 
 def train_seeds(config: dict, out: str | Path, n_seeds: int, progress: bool = True) -> dict:

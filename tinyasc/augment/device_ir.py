@@ -35,14 +35,16 @@ class DeviceImpulseResponse(nn.Module):
         super().__init__()
         self.p, self.folder, self.max_ir_s = p, folder, max_ir_s
         self.n_synthetic, self.synthetic_seed, self.sample_rate = n_synthetic, synthetic_seed, sample_rate
-        self.device_ids = None
+        ids = None
         if devices is not None:
             known = list(device_names or [])
             missing = [d for d in devices if d not in known]
             if missing:
                 raise TinyAscError(f"augmentation 'dir': device(s) {', '.join(missing)} not in the dataset's "
                                    f"devices ({', '.join(known) or 'none known'})")
-            self.device_ids = [known.index(d) for d in devices]
+            ids = torch.tensor([known.index(d) for d in devices])
+        # A buffer moves to the training device with the module: a batch copies nothing from the host.
+        self.register_buffer("device_ids", ids, persistent=False)
         self._irs: torch.Tensor | None = None  # [n, taps], loaded lazily; not part of the state dict
 
     def responses(self, device: torch.device | None = None) -> torch.Tensor:
@@ -62,7 +64,7 @@ class DeviceImpulseResponse(nn.Module):
         if self.device_ids is not None:
             if devices is None:
                 raise ValueError("DIR restricted to some devices needs the batch's device ids")
-            chosen &= torch.isin(devices.to(wave.device), torch.tensor(self.device_ids, device=wave.device))
+            chosen &= torch.isin(devices.to(wave.device), self.device_ids.to(wave.device))
         if not chosen.any():
             return wave
         irs = self.responses(wave.device)

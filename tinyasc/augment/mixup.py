@@ -36,11 +36,19 @@ class Mixup(nn.Module):
         if not self.training or self.p <= 0 or torch.rand(()) >= self.p:
             return x, targets
         b = x.shape[0]
-        lam = torch.distributions.Beta(self.alpha, self.alpha).sample((b,)).to(x.device)
+        lam = beta(self.alpha, (b,), x.device)
         lam = torch.maximum(lam, 1 - lam)
         perm = torch.randperm(b, device=x.device)
         self.last_mix = (perm, lam)
         return mix(x, perm, lam), mix(soft_targets(targets, self.n_classes), perm, lam)
+
+
+def beta(alpha: float, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Beta(alpha, alpha) weights drawn on ``device`` by its own generator, not drawn on the host and copied.
+    Unvalidated: checking the concentrations on the device would wait for it at every batch (alpha > 0 is
+    checked where the augmentation is built)."""
+    concentration = torch.full(shape, float(alpha), device=device)
+    return torch.distributions.Beta(concentration, concentration, validate_args=False).sample()
 
 
 def soft_targets(targets: torch.Tensor, n_classes: int) -> torch.Tensor:

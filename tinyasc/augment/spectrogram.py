@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tinyasc.augment.mixup import beta
 from tinyasc.augment.registry import register_augmentation
 
 
@@ -18,6 +19,8 @@ class FreqMixStyle(nn.Module):
 
     def __init__(self, p: float = 0.4, alpha: float = 0.3, eps: float = 1e-6):
         super().__init__()
+        if alpha <= 0:
+            raise ValueError(f"alpha must be positive, not {alpha}")
         self.p, self.alpha, self.eps = p, alpha, eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -27,7 +30,7 @@ class FreqMixStyle(nn.Module):
         mu = x.mean(dim=(1, 3), keepdim=True)
         sig = (x.var(dim=(1, 3), keepdim=True) + self.eps).sqrt()
         normed = (x - mu) / sig
-        lam = torch.distributions.Beta(self.alpha, self.alpha).sample((b, 1, 1, 1)).to(x)
+        lam = beta(self.alpha, (b, 1, 1, 1), x.device).to(x.dtype)
         perm = torch.randperm(b, device=x.device)
         mu_mix = mu * lam + mu[perm] * (1 - lam)
         sig_mix = sig * lam + sig[perm] * (1 - lam)

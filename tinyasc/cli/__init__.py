@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from tinyasc.base.errors import TinyAscError
+from tinyasc.base.runtime import tune_runtime
 from tinyasc.cli import compress, data, deploy, models, package, system, train
 
 GROUPS = (train, models, data, compress, deploy, package, system)
@@ -23,6 +24,10 @@ EPILOG = """examples:
   tinyasc evaluate runs/s25                       metrics, per class and device, confusion matrix
   tinyasc predict runs/s25/checkpoints/best.ckpt clip.wav
   tinyasc complexity --model dcase24_baseline --precision fp16
+  tinyasc system run 003_sub2_mini_segnet --out runs/003-sub2   a seed system end to end, every split
+  tinyasc submit runs/003-sub2 --label Doe_Inst_task1_1 --author 'Jane;Doe;jane@inst.org;Inst' --out sub
+  tinyasc package-2025 runs/s25 --label Doe_Inst_task1_1 --out package2025
+  tinyasc download tau22 /data                    the development set from Zenodo, MD5-checked
 """
 
 
@@ -39,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_runtime()  # before any big allocation: malloc settings apply only to later ones
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -9,8 +9,9 @@ from tinyasc.base.errors import TinyAscError
 from tinyasc.base.tables import format_table
 from tinyasc.cli.common import show
 from tinyasc.evaluation.evaluate import evaluate
-from tinyasc.experiment import train, train_seeds
+from tinyasc.experiment import PRECISIONS, train, train_seeds
 from tinyasc.training.distill import precompute_teacher_logits
+from tinyasc.training.trainer import is_first_process
 
 
 def add_parsers(sub) -> None:
@@ -33,6 +34,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--skip-bad-files", action="store_true", help="leave unusable audio files out instead of stopping")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set optim.lr=0.002 (repeatable)")
+    p.add_argument("--logger", action="append", default=[], choices=["tensorboard", "wandb", "mlflow"],
+                   help="also log to this tracker (repeatable; the CSV log is always written): wandb and mlflow "
+                        "need the extras tinyasc[wandb] / tinyasc[mlflow] and keep their files in the run folder")
+    p.add_argument("--energy", action="store_true",
+                   help="measure the training's energy (kWh, CO2) with codecarbon, offline (extra tinyasc[energy])")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("evaluate", help="evaluate a run or any model file on its test set",
@@ -68,10 +74,14 @@ def config_from_args(args) -> dict:
         cfgmod.validate(base, str(saved))
     flags = {"data.dir": args.data, "data.split": args.split, "trainer.epochs": args.epochs,
              "trainer.batch_size": args.batch_size, "seed": args.seed, "trainer.devices": args.devices,
-             "data.skip_bad_files": True if args.skip_bad_files else None}
+             "data.skip_bad_files": True if args.skip_bad_files else None,
+             "trainer.energy": True if args.energy else None}
     overrides = [cfgmod.parse_override(f"{key}={value}") for key, value in flags.items() if value is not None]
     overrides += [cfgmod.parse_override(o) for o in args.overrides]
-    return cfgmod.resolve(None if args.resume else args.config, overrides, base=base, model=args.model)
+    config = cfgmod.resolve(None if args.resume else args.config, overrides, base=base, model=args.model)
+    loggers = config["trainer"].get("loggers", ["csv", "tensorboard"])
+    config["trainer"]["loggers"] = list(dict.fromkeys([*loggers, *args.logger]))  # --logger adds to them
+    return config
 
 
 def cmd_train(args) -> int:
@@ -81,6 +91,8 @@ def cmd_train(args) -> int:
         raise TinyAscError(f"--seeds {args.seeds}: give N >= 1, and resume one seed's run with --out RUN/seed<k>")
     config = config_from_args(args)
     out = Path(args.out or f"runs/{config['model']['name']}-{datetime.now():%Y%m%d-%H%M%S}")
+    if is_first_process():
+        print(f"run folder: {out}", flush=True)
     if args.seeds > 1:
         summary = train_seeds(config, out, args.seeds, progress=not args.no_progress)
         if summary:
@@ -103,15 +115,39 @@ def results_table(result: dict, run_dir: Path | None = None) -> str:
             ("accuracy", f"{result['accuracy']:.2%}"), ("log loss", f"{result['log_loss']:.3f}")]
     for group, m in result.get("device_groups", {}).items():
         rows.append((f"macro accuracy, {group} devices", f"{m['macro_accuracy']:.2%}"))
-    rows += [("test clips", str(result["n"])), ("parameters", f"{c['params']:,}"), ("MACs per 1 s", f"{c['macs']:,}"),
-             (f"bytes ({c['precision']})", f"{c['bytes']:,}"), ("fits DCASE limits", "yes" if c["fits"] else "no")]
+    rows += [("test clips", str(result["n"])), ("parameters", f"{c['params']:,}"), ("MACs per 1 s", f"{c['macs']:,}")]
+    rows += deployable_rows(result["deployable"]) if result.get("deployable") else [
+        (f"bytes ({c['precision']})", f"{c['bytes']:,}"), ("fits DCASE limits", "yes" if c["fits"] else "no")]
     if "train_seconds" in result:
         rows.append(("training time", f"{result['train_seconds']:.0f} s"))
+    if "energy" in result:
+        e = result["energy"]
+        rows.append(("training energy", f"{e['kwh']:.4f} kWh, {1000 * e['co2_kg']:.1f} g CO2-eq"))
     if result.get("left_out_files"):
         rows.append(("files left out (left_out.csv)", f"{result['left_out_files']:,}"))
     title = "Results" + (f" ({run_dir})" if run_dir else "")
     per_device = "per device: " + "  ".join(f"{d} {m['accuracy']:.0%}" for d, m in result["per_device"].items())
-    return "\n".join(["", format_table([title, ""], [list(r) for r in rows]), per_device])
+    notes = [per_device]
+    if "energy" in result:
+        notes.append(f"energy: {result['energy']['method']}; CO2 from the {result['energy']['co2_basis']}")
+    deploy = (result.get("deployable") or {}).get("deploy_as")
+    if deploy and deploy != "fp32":
+        mode = "fp16" if deploy == "fp16" else "qat (or ptq)"
+        notes.append(f"to deploy: tinyasc quantize {run_dir or result['checkpoint']} --mode {mode}  (fits DCASE as "
+                     f"{deploy}; the fp32 checkpoint does not)")
+    elif "deployable" in result and not deploy:
+        notes.append("no precision fits the DCASE limits (128,000 B, 30 M MACs); see tinyasc prune")
+    return "\n".join(["", format_table([title, ""], [list(r) for r in rows]), *notes])
+
+
+def deployable_rows(deployable: dict) -> list[tuple[str, str]]:
+    """Bytes and DCASE verdict of the real fp32, fp16 and int8 versions of a trained network."""
+    rows = []
+    for precision in PRECISIONS:
+        d = deployable[precision]
+        verdict = ("fits" if d["fits"] else "does not fit") if d["bytes"] is not None else "no int8 version"
+        rows.append((f"bytes as {precision}", (f"{d['bytes']:,}  " if d["bytes"] is not None else "") + verdict))
+    return rows
 
 
 def cmd_evaluate(args) -> int:

@@ -67,15 +67,17 @@ def _fmt(value, pct=False):
 
 
 def format_model_table(rows: list[dict]) -> str:
-    header = ["model", "report", "input", "params", "MACs", "rep. params", "rep. MACs", "dev. P", "dev. M",
-              "int8 B", "fp16 B", "fits int8/fp16", "float in int8"]
+    header = ["model", "report", "input", "params", "MACs", "rep. params", "rep. MACs", "counted as",
+              "dev. P % (as counted)", "dev. M % (as counted)", "int8 B", "fp16 B", "fits int8/fp16", "float in int8"]
     body = [[r["name"], r["report"], "x".join(map(str, r["input_shape"])), _fmt(r["params"]), _fmt(r["macs"]),
-             _fmt(r["report_params"]), _fmt(r["report_macs"]), _fmt(r["params_deviation_pct"], True),
+             _fmt(r["report_params"]), _fmt(r["report_macs"]), r["counting"], _fmt(r["params_deviation_pct"], True),
              _fmt(r["macs_deviation_pct"], True), _fmt(r["bytes_int8"]), _fmt(r["bytes_fp16"]),
              f"{'yes' if r['fits_int8'] else 'no'}/{'yes' if r['fits_fp16'] else 'no'}",
              _float_layers(r.get("int8_float_layers", []))] for r in rows]
-    return (format_table(header, body, left=3) + "\nparams/MACs: DCASE convention (torchinfo); deviations use the "
-            "report's own counting where it differs (see `tinyasc models --json`: counting, *_report_convention).\n"
+    return (format_table(header, body, left=3) + "\nparams/MACs: DCASE convention (torchinfo, as NeSsi). dev. P / "
+            "dev. M: the report's figures against ours counted the way the report counted (`counted as`: dcase = "
+            "torchinfo; bn_fused = BatchNorm folded into the conv; keras = BN statistics counted; tflite = int8 "
+            "TFLite bytes; tokens = Linears once per token; `--json`: *_report_convention).\n"
             "int8 B / fp16 B: bytes of the parameters of the real int8 network (post-training conversion) and "
             "fp16 copy, each at the precision it is stored in; float in int8: layers the int8 network runs in "
             "float (no int8 kernel), by type (`--json`: int8_float_layers).")

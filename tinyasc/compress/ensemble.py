@@ -67,11 +67,12 @@ def fit_linear(member_logits: np.ndarray, labels: np.ndarray, l2: float = 1e-3, 
     return w.detach().float().tolist(), b.detach().float().tolist()
 
 
-def heldout_clips(members: list, data_dir=None, progress: bool = False):
+def heldout_clips(members: list, data_dir=None, progress: bool = False, config: dict | None = None):
     """(data module, loader) over the training-split clips that every member held out for validation.
 
     Members trained with different seeds or fractions hold out different recordings; only clips
-    none of them trained on give an honest fit, so the hold-outs are intersected.
+    none of them trained on give an honest fit, so the hold-outs are intersected. ``config``: whose
+    data settings load the clips (the ensemble's: its clip length), by default the first member's.
     """
     first = members[0]
     for m in members[1:]:
@@ -80,7 +81,7 @@ def heldout_clips(members: list, data_dir=None, progress: bool = False):
                 raise TinyAscError(f"{m.source}: data.{key} is {m.config['data'].get(key)!r} but "
                                    f"{first.source} has {first.config['data'].get(key)!r}; a linear fit needs "
                                    "members trained on the same data and split")
-    dm = datamodule_for(first.config, data_dir, "fit", progress)
+    dm = datamodule_for(config or first.config, data_dir, "fit", progress)
     clips = dm.clips["train"]
     held = np.ones(len(clips), dtype=bool)
     for m in members:
@@ -108,7 +109,7 @@ def build_ensemble(models: list, weights=None, linear: bool = False, out=None, d
     fit = {}
     if linear:
         probe = Ensemble(members, [1.0] * len(members))  # checks classes and clip format first
-        _, loader = heldout_clips(members, data_dir, progress)
+        _, loader = heldout_clips(members, data_dir, progress, probe.config)
         logits, labels = [], []
         for waves, y, *_ in loader:
             logits.append(probe.member_logits(waves.float()).numpy())
@@ -119,7 +120,9 @@ def build_ensemble(models: list, weights=None, linear: bool = False, out=None, d
     else:
         ensemble = Ensemble(members, average_weights(weights, len(members)), None, "average")
     dm = datamodule_for(ensemble.config, data_dir, "test", progress)
-    columns = {f"model {i + 1}": {**summary(evaluate_predictor(m, dm, "test", progress)), "complexity": m.complexity()}
+    # Every member scored alone on the ensemble's clips, counted on the input it gets there.
+    columns = {f"model {i + 1}": {**summary(evaluate_predictor(m, dm, "test", progress)),
+                                  "complexity": m.complexity(ensemble.duration)}
                for i, m in enumerate(members)}
     columns["ensemble"] = {**summary(evaluate_predictor(ensemble, dm, "test", progress)),
                            "complexity": ensemble.complexity()}

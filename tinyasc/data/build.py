@@ -6,6 +6,7 @@ from pathlib import Path
 from tinyasc.data import synthetic
 from tinyasc.data.cache import default_cache_root
 from tinyasc.data.datamodule import SceneDataModule
+from tinyasc.data.on_device import OnDeviceDataModule
 
 
 def synthetic_dir(clips: int | None, seed: int, progress: bool = True) -> Path:
@@ -23,11 +24,12 @@ def make_datamodule(config: dict, data_dir: str | Path | None = None, progress: 
     d = config["data"]
     data_dir = data_dir or d.get("dir") or synthetic_dir(d.get("synthetic_clips"), d.get("synthetic_seed", 0), progress)
     t = config["trainer"]
-    return SceneDataModule(data_dir, split=d["split"], sample_rate=config["frontend"]["sample_rate"],
-                           duration=d["duration"], batch_size=t["batch_size"], eval_batch_size=t["eval_batch_size"],
-                           num_workers=d["num_workers"], val_fraction=d["val_fraction"], seed=config["seed"],
-                           cache_dir=d.get("cache_dir"), cache_dtype=d["cache_dtype"],
-                           skip_bad_files=d["skip_bad_files"], progress=progress)
+    kind = OnDeviceDataModule if d.get("on_device") else SceneDataModule  # configs saved before the key: False
+    return kind(data_dir, split=d["split"], sample_rate=config["frontend"]["sample_rate"],
+                duration=d["duration"], batch_size=t["batch_size"], eval_batch_size=t["eval_batch_size"],
+                num_workers=d["num_workers"], val_fraction=d["val_fraction"], seed=config["seed"],
+                cache_dir=d.get("cache_dir"), cache_dtype=d["cache_dtype"],
+                skip_bad_files=d["skip_bad_files"], progress=progress)
 
 
 def datamodule_for(config: dict, data_dir=None, stage: str = "fit", progress: bool = False,

@@ -9,6 +9,13 @@ labels [B], device ids [B], clip ids [B]).
 are left out and listed in ``left_out``. A training split that lacks a class of the test list, or
 holds a single class, is warned about (one line naming the split file). Under DDP every loader is
 sharded by rank: training with ``EpochShuffle``, evaluation with ``RankShard``.
+
+Clips longer than the dataset's segments (``data.duration: 2.0`` on TAU's 1 s segments; report 003's
+ensemble 4): the cache holds single segments, and a training example joins consecutive segments of
+one recording (``segment_windows``). Validation and test clips stay single segments, the input the
+model is scored on (report 003 evaluates its long MobileNet on the 1 s test clips). A dataset whose
+files are as long as ``duration`` or longer, or whose names carry no segment index, is cached at
+``duration`` as before (a short file zero-padded).
 """
 from __future__ import annotations
 
@@ -18,12 +25,13 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from tinyasc.data import validate
 from tinyasc.data.cache import load_or_build
-from tinyasc.data.tau import Clip, TauFolder
+from tinyasc.data.tau import Clip, TauFolder, recording_segment
 from tinyasc.base.errors import TinyAscError
 
 
@@ -43,6 +51,49 @@ class WaveSet(Dataset):
         waves = torch.from_numpy(np.asarray(self.waves[rows], dtype=np.float32))
         return (waves, torch.from_numpy(self.labels[rows]), torch.from_numpy(self.devices[rows]),
                 torch.from_numpy(rows))
+
+
+class JoinedWaves:
+    """Training examples that join cache rows, read like the cache array they wrap (by a row, rows or a
+    slice), so ``WaveSet`` and the on-device copy take it unchanged: example i is the concatenation of
+    the rows ``windows[i]`` (-1: a segment of zeros), cut to ``n_samples``."""
+
+    def __init__(self, base: np.ndarray, windows: np.ndarray, n_samples: int):
+        self.base, self.windows, self.n_samples = base, windows, n_samples
+        self.shape, self.dtype = (len(windows), n_samples), base.dtype
+
+    def __len__(self):
+        return len(self.windows)
+
+    def __getitem__(self, index):
+        window = self.windows[index]
+        parts = np.asarray(self.base[np.maximum(window, 0)])  # fancy indexing: a copy, safe to write
+        parts[window < 0] = 0
+        return parts.reshape(*window.shape[:-1], -1)[..., :self.n_samples]
+
+
+def segment_windows(clips: list[Clip], usable: np.ndarray, k: int) -> np.ndarray:
+    """[clips, k] cache rows whose concatenation is each clip's training example: the clip and the next
+    k - 1 segments of its recording; where fewer follow, the window moves back to end at the last one
+    (a 2 s example of a recording's last segment is the previous one and it). A recording with fewer
+    than k consecutive usable segments joins those it has and is padded with zeros (-1), as is a clip
+    whose name has no segment index: a 1-segment recording gives exactly today's zero-padded clip."""
+    found = {where: row for row, c in enumerate(clips) if usable[row] and (where := recording_segment(c))}
+    windows = np.full((len(clips), k), -1, dtype=np.int64)
+    windows[:, 0] = np.arange(len(clips))
+    for row, clip in enumerate(clips):
+        where = recording_segment(clip)
+        if where is None or not usable[row]:  # an unusable clip is never drawn: its row stays as it is
+            continue
+        recording, index = where
+        last = index
+        while last - index + 1 < k and (recording, last + 1) in found:
+            last += 1
+        first = index
+        while last - first + 1 < k and (recording, first - 1) in found:
+            first -= 1
+        windows[row, :last - first + 1] = [found[(recording, i)] for i in range(first, last + 1)]
+    return windows
 
 
 class EpochShuffle(torch.utils.data.Sampler):
@@ -129,6 +180,24 @@ class SceneDataModule(L.LightningDataModule):
     def n_samples(self) -> int:
         return int(round(self.duration * self.sample_rate))
 
+    def cached_samples(self, clips: list[Clip], probe: int = 16) -> int:
+        """Samples per cached clip: ``n_samples``, or one segment when the dataset's files are shorter
+        than ``duration`` and named as segments. The segment is the longest of the first ``probe``
+        readable files, so one truncated file cannot pass for the dataset's segment length."""
+        lengths = []
+        for clip in clips:
+            if len(lengths) == probe:
+                break
+            try:
+                info = sf.info(str(self.folder.path(clip.filename)))
+            except (RuntimeError, OSError):  # a bad file: validation names it later
+                continue
+            if recording_segment(clip) is None:
+                return self.n_samples
+            lengths.append(int(round(info.frames * self.sample_rate / info.samplerate)))
+        segment = max(lengths, default=0)
+        return segment if 0 < segment < self.n_samples else self.n_samples
+
     def _lists(self, stage: str | None) -> dict[str, tuple[Path, str | None]]:
         lists = {"train": self.folder.split_file(self.split)} if stage in (None, "fit", "validate") else {}
         return {**lists, "test": self.folder.test_file()}
@@ -143,8 +212,9 @@ class SceneDataModule(L.LightningDataModule):
             self.folder.check_files_exist(self.clips[name], path)
         if "train" in lists:
             warn_about_classes(lists["train"][0], self.clips["train"], lists["test"][0], self.clips["test"])
+        cached = self.cached_samples(self.clips["train" if "train" in lists else "test"])
         caches = {name: load_or_build([self.folder.path(c.filename) for c in self.clips[name]], self.sample_rate,
-                                      self.n_samples, self.cache_dir, self.cache_dtype, skip_bad=True,
+                                      cached, self.cache_dir, self.cache_dtype, skip_bad=True,
                                       progress=self.progress) for name in lists}
         for name, cache in caches.items():
             problems.update(validate.unusable(self.folder, self.clips[name], cache))
@@ -168,7 +238,13 @@ class SceneDataModule(L.LightningDataModule):
         if "train" in lists:
             full = self.sets.pop("train")
             held = holdout_recordings(self.clips["train"], self.val_fraction, self.seed)[full.rows]
-            self.sets["train"] = WaveSet(full.waves, full.labels, full.devices, full.rows[~held])
+            waves = full.waves
+            if cached < self.n_samples:  # held-out recordings are whole, so no window reaches into them
+                usable = np.zeros(len(self.clips["train"]), dtype=bool)
+                usable[full.rows] = True
+                windows = segment_windows(self.clips["train"], usable, -(-self.n_samples // cached))
+                waves = JoinedWaves(full.waves, windows, self.n_samples)
+            self.sets["train"] = WaveSet(waves, full.labels, full.devices, full.rows[~held])
             self.sets["val"] = WaveSet(full.waves, full.labels, full.devices, full.rows[held])
             if len(self.sets["train"]) == 0:
                 raise TinyAscError(f"{lists['train'][0]}: no training clips left after holding out validation "
@@ -180,12 +256,16 @@ class SceneDataModule(L.LightningDataModule):
             return f"remove them from the test list {test_path}"
         return f"write a test list without them as {self.folder.root / 'test.csv'} (it replaces the shipped one)"
 
-    def loader(self, name: str, shuffle: bool) -> DataLoader:
-        dataset = self.sets[name]
+    def sampler(self, name: str, shuffle: bool) -> EpochShuffle | RankShard:
+        """This process's order of a set: shuffled by (seed, epoch) for training, in order for evaluation."""
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        n = len(dataset)
-        sampler = EpochShuffle(n, self.seed, rank, world) if shuffle else RankShard(n, rank, world)
+        n = len(self.sets[name])
+        return EpochShuffle(n, self.seed, rank, world) if shuffle else RankShard(n, rank, world)
+
+    def loader(self, name: str, shuffle: bool) -> DataLoader:
+        dataset = self.sets[name]
+        sampler = self.sampler(name, shuffle)
         return DataLoader(dataset, batch_size=self.batch_size if shuffle else self.eval_batch_size,
                           sampler=sampler, collate_fn=collate_batch, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)

@@ -183,6 +183,18 @@ class TauFolder:
             raise TinyAscError(f"{where}: lists {missing[0]} but the file does not exist{more}")
 
 
+def recording_segment(clip: Clip) -> tuple[tuple[str, str], int] | None:
+    """(recording, segment index) of a clip named like TAU's segments,
+    ``<scene>-<city>-<location>-<recording>-<segment>-<device>.wav`` (the synthetic set leaves out
+    ``<recording>``): the recording is the name without its segment index (device included) together
+    with the meta.csv identifier. None for a name without an integer segment field."""
+    folder, base = os.path.split(clip.filename)
+    parts = os.path.splitext(base)[0].split("-")
+    if len(parts) < 3 or not parts[-2].isdigit():
+        return None
+    return (clip.identifier, os.path.join(folder, "-".join(parts[:-2] + parts[-1:]))), int(parts[-2])
+
+
 def shipped_list(name: str) -> str:
     """A list tinyasc ships (the DCASE 2024 splits, the official test.csv) as text."""
     data = resources.files("tinyasc.data").joinpath("splits", name + ".gz").read_bytes()

@@ -15,6 +15,7 @@ are closer than the tolerance, where either runtime may pick either class.
 """
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -37,7 +38,14 @@ def _network_for_export(predictor):
     return predictor.network_module().eval()
 
 
+def require(module: str) -> None:
+    """onnx (export) and onnxruntime (checks, prediction) are the optional extra tinyasc[onnx]."""
+    if importlib.util.find_spec(module) is None:
+        raise TinyAscError(f"{module} is not installed; install it with pip install 'tinyasc[onnx]'")
+
+
 def export_onnx(predictor, path: str | Path, opset: int = OPSET) -> Path:
+    require("onnx")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = _network_for_export(predictor)
@@ -57,6 +65,7 @@ def export_onnx(predictor, path: str | Path, opset: int = OPSET) -> Path:
 
 
 def session(path: str | Path, threads: int | None = None):
+    require("onnxruntime")
     import onnxruntime as ort  # optional at import time: only export checks and ONNX prediction need it
 
     opts = ort.SessionOptions()

@@ -98,7 +98,8 @@ def evaluate(model_path, data_dir=None, progress: bool = True, datamodule=None, 
         if datamodule is None:  # a separate evaluate call: the run folder gets the new results
             write_json(metrics_path, result)
         plot_confusion(np.array(metrics["confusion"]), predictor.classes, figure_path,
-                       title=f"macro accuracy {metrics['macro_accuracy']:.1%}")
+                       title=f"macro accuracy {metrics['macro_accuracy']:.1%}", data=result["data"],
+                       checkpoint=str(file))
         if datamodule is None:  # the training run writes its own metrics.json, without this list
             result["written"] = [str(metrics_path), str(figure_path)]
     return result

@@ -6,6 +6,13 @@ logits = sum_n w_n z_n + b, one free weight per model and one bias per class, fi
 cross-entropy on held-out clips (``tinyasc.compress.ensemble`` fits them). Each member keeps its own front end, so members with different
 input shapes combine; members sharing a front end share its features. DCASE complexity of an
 ensemble is the sum over its members (plus the combination's own N + K float32 values).
+
+Members trained on clips of different lengths: the ensemble scores clips of the shortest member's
+duration, and every member computes its own features from that whole clip. A member trained on
+longer clips therefore sees fewer frames than in training: report 003's ensemble 4 trains its second
+MobileNet on features twice as long in time and evaluates both members on the 1 s test clip, i.e.
+on the 36 frames its own front end makes of that clip (its network ends in a global pool, so any
+length fits). Its MACs are counted on that input, the one it runs on.
 """
 from __future__ import annotations
 
@@ -43,9 +50,9 @@ class Ensemble:
             if m.classes != first.classes:
                 raise TinyAscError(f"{m.source}: classes ({', '.join(m.classes)}) differ from {first.source}'s "
                                    f"({', '.join(first.classes)})")
-            if m.sample_rate != first.sample_rate or m.duration != first.duration:
-                raise TinyAscError(f"{m.source}: clips of {m.duration} s at {m.sample_rate} Hz, but {first.source} "
-                                   f"takes {first.duration} s at {first.sample_rate} Hz")
+            if m.sample_rate != first.sample_rate:
+                raise TinyAscError(f"{m.source}: clips at {m.sample_rate} Hz, but {first.source} takes "
+                                   f"{first.sample_rate} Hz; the members must read the clip at one sample rate")
         self.members, self.method, self.source = members, method, source
         self.weights = torch.tensor(finite_numbers(weights, "weights", source), dtype=torch.float32)
         self.bias = None if bias is None else torch.tensor(finite_numbers(bias, "bias", source), dtype=torch.float32)
@@ -56,9 +63,22 @@ class Ensemble:
                                "scores")
         if self.bias is not None and len(self.bias) != len(first.classes):
             raise TinyAscError(f"{source}: {len(self.bias)} bias values for {len(first.classes)} classes")
-        self.classes, self.devices, self.config = first.classes, first.devices, first.config
-        self.sample_rate, self.duration = first.sample_rate, first.duration
+        self.sample_rate, self.duration = first.sample_rate, min(m.duration for m in members)
+        shortest = next(m for m in members if m.duration == self.duration)
+        self.classes, self.devices, self.config = first.classes, first.devices, shortest.config
+        self._check_clip_fits(source)
         self.precision = "+".join(sorted({m.precision for m in members}))
+
+    def _check_clip_fits(self, source: str) -> None:
+        """Refuse, before any scoring, a member whose network cannot take the ensemble's shorter clip."""
+        for m in self.members:
+            if m.duration == self.duration:
+                continue
+            try:
+                m.logits(torch.zeros(1, int(round(self.duration * self.sample_rate))))
+            except (RuntimeError, ValueError) as exc:
+                raise TinyAscError(f"{source}: {m.source} was trained on {m.duration} s clips and cannot take the "
+                                   f"ensemble's {self.duration} s clips ({str(exc).splitlines()[0][:120]})") from None
 
     @classmethod
     def from_record(cls, record: dict, member_from_record, source: str = "ensemble") -> "Ensemble":
@@ -119,8 +139,10 @@ class Ensemble:
         self.network_module()  # refuses members with different front ends
         return self.members[0].features(waves)
 
-    def complexity(self) -> dict:
-        parts = [m.complexity() for m in self.members]
+    def complexity(self, duration: float | None = None) -> dict:
+        """Counts over the members, each on the input it runs on: the ensemble's clip (or ``duration``)."""
+        duration = self.duration if duration is None else duration
+        parts = [m.complexity(duration) for m in self.members]
         extra = len(self.weights) + (0 if self.bias is None else len(self.bias)) if self.method == "linear" else 0
         by_dtype: dict = {}
         for p in parts:

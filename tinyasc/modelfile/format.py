@@ -46,13 +46,50 @@ def network_record(network: nn.Module, hyper: dict, precision: str = "fp32", mod
 
 def _plain_state(state) -> OrderedDict:
     """A state dict to save: tensors on the CPU; other values (an int8 Linear's packed-parameter dtype
-    and (weight, bias) pair) kept as they are, with the ``_metadata`` load_state_dict needs."""
+    and (weight, bias) pair) kept as they are, with the ``_metadata`` load_state_dict needs. A packed
+    int8 weight that FX keeps as a graph attribute (a ``torch.ScriptObject``, e.g. a Conv1d called as a
+    linear layer) is stored unpacked (``_unpack``): the safe loader refuses script objects."""
     def plain(v):
         if isinstance(v, torch.Tensor):
             return v.detach().cpu()
+        if isinstance(v, torch.ScriptObject):
+            return _unpack(v)
         return type(v)(plain(x) for x in v) if isinstance(v, tuple) else v
 
     out = OrderedDict((k, plain(v)) for k, v in state.items())
+    if hasattr(state, "_metadata"):
+        out._metadata = state._metadata
+    return out
+
+
+PACKED = "tinyasc-packed"  # marks an unpacked int8 weight in a saved state dict
+PREPACK = {"Conv2dPackedParamsBase": "conv2d_prepack"}  # what FX leaves as graph attributes in tinyasc's models
+
+
+def _unpack(packed: torch.ScriptObject) -> tuple:
+    """(PACKED, kind, weight, bias, geometry): plain tensors and ints that ``_repacked`` packs again.
+    A conv1d's packed weight is a conv2d one (4-d weight, 2-d strides), so it repacks as conv2d."""
+    kind = packed._type().qualified_name().rsplit(".", 1)[-1]
+    if kind not in PREPACK or packed.transpose():
+        raise TinyAscError(f"cannot store the int8 weight {kind}{' (transposed)' if kind in PREPACK else ''} "
+                           f"in a model file (storable: {', '.join(PREPACK)})")
+    weight, bias = packed.unpack()
+    geometry = [list(packed.stride()), list(packed.padding()), list(packed.dilation()), int(packed.groups())]
+    return PACKED, kind, weight, bias, geometry
+
+
+def _repacked(model: nn.Module, state) -> OrderedDict:
+    """A saved state dict ready for ``load_state_dict``: its unpacked int8 weights are packed again and
+    set on ``model``'s graph attributes of the same name. torch's own load hook for them looks only at
+    names starting with ``_packed_weight``, which FX never gives (it names them ``<layer>_packed_weight_<i>``)."""
+    out = OrderedDict()
+    for key, v in state.items():
+        if isinstance(v, tuple) and len(v) == 5 and v[0] == PACKED and v[1] in PREPACK \
+                and isinstance(getattr(model, key, None), torch.ScriptObject):
+            _, kind, weight, bias, geometry = v
+            setattr(model, key, getattr(torch.ops.quantized, PREPACK[kind])(weight, bias, *geometry))
+        else:
+            out[key] = v  # anything else is for load_state_dict to accept or refuse
     if hasattr(state, "_metadata"):
         out._metadata = state._metadata
     return out
@@ -91,8 +128,8 @@ def build_network(record: dict, source: str = "model") -> nn.Module:
         raise TinyAscError(f"{source}: unknown precision {precision!r} (expected fp32, fp16 or int8)")
     try:
         with quiet_ao():
-            model.load_state_dict(record["state_dict"], strict=True)
-    except RuntimeError as exc:
+            model.load_state_dict(_repacked(model, record["state_dict"]), strict=True)
+    except (RuntimeError, TypeError) as exc:  # TypeError: a packed weight of the wrong types
         raise TinyAscError(f"{source}: weights do not fit the network its recipe describes "
                            f"({str(exc).splitlines()[0][:160]})") from None
     return (HalfNetwork(model) if precision == "fp16" else model).eval()

@@ -3,8 +3,8 @@ from tinyasc.models.registry import (MODELS, ModelSpec, create_model, frontend_c
                                      list_models, register_model)
 
 from tinyasc.models import cp_mobile  # noqa: F401,E402  (registers dcase24_baseline, cp_mobile)
-from tinyasc.models import cp_resnet  # noqa: F401,E402  (registers cp_resnet59)
-from tinyasc.models import moflenet  # noqa: F401,E402  (registers moflenet57)
+from tinyasc.models import cp_resnet  # noqa: F401,E402  (registers cp_resnet59, cp_resnet_128k)
+from tinyasc.models import moflenet  # noqa: F401,E402  (registers moflenet57, moflenet_128k)
 from tinyasc.models import bc_resnet  # noqa: F401,E402  (registers bc_resnet_c80, bc_resnet_c40)
 from tinyasc.models import bc_res2net  # noqa: F401,E402  (registers ghost_bc_res2net)
 from tinyasc.models import mobileformer  # noqa: F401,E402  (registers mobileformer_kt)

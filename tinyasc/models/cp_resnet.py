@@ -105,3 +105,22 @@ def _init_weights(m):
                               fmin=0, fmax=16000))
 def cp_resnet59(n_classes: int = 10, in_channels: int = 1, **cfg) -> CPResNet:
     return CPResNet(n_classes=n_classes, in_channels=in_channels, **cfg)
+
+
+# Report 001, Table 4 ("model accuracies before QAT"): CP-ResNet-128k, "a model with 128k number of
+# parameters": CP-ResNet59 before section 4.1's two changes, i.e. multiplier 2.0 (widths 32, 64, 92)
+# and without the two added max-pools. 127,684 params (-0.2 %), 28.8 M MACs.
+CP_RESNET_128K_STAGES = [dict(CP_RESNET59_STAGES[0]), dict(CP_RESNET59_STAGES[1], pools={}),
+                         dict(CP_RESNET59_STAGES[2], pools={})]
+# Macro accuracy by split (% of the training set) before QAT, Table 4 of report 001.
+TABLE4_ACCURACY = {"cp_resnet_128k": {100: 0.6065, 50: 0.5888, 25: 0.5518, 10: 0.5082, 5: 0.4708}}
+
+
+@register_model("cp_resnet_128k", report="001",
+                title="CP-ResNet-128k (NTU/Panasonic, Table 4)",
+                report_params=128_000, report_macs=None, param_tolerance=0.05,
+                frontend=dict(sample_rate=32000, n_fft=4096, win_length=3072, hop_length=750, n_mels=256,
+                              fmin=0, fmax=16000),
+                defaults=dict(channels_multiplier=2.0, stages=CP_RESNET_128K_STAGES))
+def cp_resnet_128k(n_classes: int = 10, in_channels: int = 1, **cfg) -> CPResNet:
+    return CPResNet(n_classes=n_classes, in_channels=in_channels, **cfg)

@@ -29,9 +29,12 @@ FS_MOBILENET_ROWS = [
 ]
 
 # 2048-sample Hann window, hop 1024 at 44.1 kHz: 44 frames per second; 256 mels; log-mel, delta and
-# delta-delta stacked as channels; 4 frames cropped at each side (report: "cropped ... to 36 frames").
+# delta-delta stacked as channels. Report: "to match the number of frames with the delta-delta channel
+# length, we cropped the input feature frames to 36": a 5-frame regression delta loses 2 frames at each
+# end, the delta-delta 2 more, so 44 - 8 = 36. Deltas come from the whole clip, then 4 frames are cut
+# at each side (MelFrontEnd), which leaves exactly the frames that read no padding.
 TSINGHUA_FRONTEND = dict(sample_rate=44100, n_fft=2048, win_length=2048, hop_length=1024, n_mels=256,
-                         window="hann", deltas=2, trim_frames=4)
+                         window="hann", deltas=2, delta_width=5, trim_frames=4)
 
 
 class MobileBottleneck(nn.Module):

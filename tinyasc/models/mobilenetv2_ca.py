@@ -89,9 +89,10 @@ class MobileNetV2CA(nn.Module):
 
 
 # 128 mels from a 2048-sample Hamming window, 50 % overlap at 44.1 kHz (44 frames per second),
-# log-mel + delta + delta-delta, 4 frames trimmed at each side -> 3 x 128 x 36.
+# log-mel + delta + delta-delta from the whole clip, then 4 frames trimmed at each side -> 3 x 128 x 36:
+# the report's 36 frames are what 5-frame deltas leave without padding (44 - 2 x 4).
 UESTC_FRONTEND = dict(sample_rate=44100, n_fft=2048, win_length=2048, hop_length=1024, n_mels=128,
-                      window="hamming", deltas=2, trim_frames=4)
+                      window="hamming", deltas=2, delta_width=5, trim_frames=4)
 
 
 @register_model("mobilenetv2_ca", report="002",

@@ -81,8 +81,10 @@ class DistillationLoss(nn.Module):
 
 def build_loss(cfg: dict) -> nn.Module:
     """The loss on the labels; with a ``distill`` entry ({weight, temperature, teachers | logits}),
-    wrapped in a DistillationLoss (the teachers themselves are loaded by tinyasc.training.distill)."""
+    wrapped in a DistillationLoss (the teachers themselves are loaded by tinyasc.training.distill).
+    A ``noise_mask`` entry adds its own term in the training step (tinyasc.training.noise_mask)."""
     cfg = {"name": "cross_entropy", **cfg}
+    cfg.pop("noise_mask", None)
     distill = cfg.pop("distill", None)
     loss = LOSSES.build(cfg)
     if not distill:

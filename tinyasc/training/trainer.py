@@ -23,13 +23,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from tinyasc.base.files import atomic_path, write_text
 from tinyasc.modelfile.checkpoint import load_checkpoint
+from tinyasc.training.loggers import RunProgressBar, make_loggers
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -139,10 +140,9 @@ def make_trainer(config: dict, run_dir: Path | None, progress: bool = True, fit:
     if t.get("checkpoint_every_n_steps"):
         callbacks.append(LastCheckpoint(run_dir / "checkpoints", every_n_steps=int(t["checkpoint_every_n_steps"])))
     if progress:
-        callbacks.append(TQDMProgressBar(refresh_rate=5))
-    tensorboard = {} if resume_step is None else {"purge_step": resume_step}  # events after it are dropped
+        callbacks.append(RunProgressBar(refresh_rate=5))
     loggers = [ResumableCSVLogger(run_dir, name="logs", version="", resume_step=resume_step),
-               TensorBoardLogger(run_dir, name="logs", version="tb", **tensorboard)]
+               *make_loggers(config, run_dir, resume_step)]  # TensorBoard, W&B, MLflow: trainer.loggers
     return L.Trainer(max_epochs=t["epochs"], callbacks=callbacks, logger=loggers, num_sanity_val_steps=0,
                      log_every_n_steps=t["log_every_n_steps"], limit_val_batches=1.0 if has_val else 0, **kwargs)
 
