@@ -186,3 +186,26 @@ def test_a_model_torch_cannot_trace_or_convert_is_refused_in_one_line():
     with pytest.raises(TinyAscError, match="cannot be converted to int8") as info:
         convert(nn.Linear(2, 2))  # not an observed graph
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_int8_network_exports_to_onnx_and_agrees(name, tmp_path):
+    """Every int8 network exports, and ONNX Runtime's logits are PyTorch's within the export check's
+    rule (three output quantisation steps): the BC family's standalone int8 BatchNorm and
+    Mobile-Former's int8-times-number need tinyasc's own ONNX translations."""
+    pytest.importorskip("onnxruntime", reason="the extra tinyasc[onnx] is not installed")
+    from tinyasc.deploy.onnx_export import INT8_STEPS, export_onnx, output_step, session
+
+    class Int8(object):  # the two things export_onnx asks of a predictor
+        precision, source, input_shape = "int8", name, input_shape(name)
+        network_module = staticmethod(lambda: ptq(name))
+
+    path = export_onnx(Int8(), tmp_path / f"{name}.onnx")
+    _, x = build(name)
+    clips = torch.cat([x, x.flip(-1), 0.5 * x])
+    with torch.no_grad(), quiet_ao():
+        expected = ptq(name)(clips)
+    got = torch.from_numpy(session(path).run(["logits"], {"features": clips.numpy()})[0])
+    step = output_step(ptq(name))
+    assert step is not None and step > 0
+    assert float((got - expected).abs().max()) <= INT8_STEPS * step + 1e-4 * max(1.0, float(expected.abs().max()))

@@ -5,7 +5,10 @@ the front end stays in tinyasc (``OnnxPredictor`` feeds the session from it). to
 TorchScript exporter is used (``dynamo=False``): the dynamo exporter needs onnxscript, which
 tinyasc does not depend on. An int8 network exports as QuantizeLinear/DequantizeLinear around
 float ops, carrying PyTorch's own int8 weights, scales and zero points; ONNX Runtime fuses those
-into QLinearConv / QLinearAdd kernels.
+into QLinearConv / QLinearAdd kernels. Two int8 ops that torch.ao emits have no ONNX translation
+in torch (see ``_int8_symbolics``): a standalone int8 BatchNorm (BC-ResNet's sub-spectral norm,
+which follows a reshape, so it cannot fold into the conv) and an int8 tensor times a Python number
+(Mobile-Former's dynamic ReLU); tinyasc adds both, exact to PyTorch's own int8 arithmetic.
 
 Agreement: float32 logits must match within 1e-4 x max(1, |logit|); int8 logits within that plus
 ``INT8_STEPS`` quantisation steps of the network's output (the two runtimes round requantisation
@@ -38,6 +41,37 @@ def _network_for_export(predictor):
     return predictor.network_module().eval()
 
 
+def _int8_batch_norm(g, qx, weight, bias, mean, var, eps, out_scale, out_zero_point):
+    from torch.onnx import symbolic_helper as sh, symbolic_opset9 as opset9
+
+    x, _, _, _ = sh.dequantize_helper(g, qx)
+    y = opset9.batch_norm(g, x, weight, bias, mean, var, False, 0.0, sh._get_const(eps, "f", "eps"), False)
+    return sh.quantize_helper(g, y, out_scale, out_zero_point)
+
+
+def _int8_mul(g, *args):
+    """``quantized::mul`` in all three forms: two int8 tensors (torch's own symbolic), and an int8
+    tensor times a number either way round, whose output is exactly what PyTorch computes: same
+    integers, scale x |number|, and for a negative number the zero point mirrored (255 - zp)."""
+    from torch.onnx import symbolic_helper as sh, symbolic_opset10 as opset10
+
+    if len(args) == 4:
+        return opset10.quantized_mul(g, *args)
+    number, qx = (args[1], args[0]) if sh._is_tuple_construct(args[0]) else args
+    number = float(sh._get_const(number, "f", "number"))
+    x, scale, zero_point, _ = sh.dequantize_helper(g, qx)
+    y = g.op("Mul", x, g.op("Constant", value_t=torch.tensor(number)))
+    scale = g.op("Mul", scale, g.op("Constant", value_t=torch.tensor(abs(number))))
+    if number < 0:
+        zero_point = g.op("Sub", g.op("Constant", value_t=torch.tensor(255, dtype=torch.uint8)), zero_point)
+    return sh.quantize_helper(g, y, scale, zero_point)
+
+
+def _int8_symbolics(opset: int) -> None:
+    for name, fn in (("quantized::batch_norm2d", _int8_batch_norm), ("quantized::mul", _int8_mul)):
+        torch.onnx.register_custom_op_symbolic(name, fn, opset)
+
+
 def require(module: str) -> None:
     """onnx (export) and onnxruntime (checks, prediction) are the optional extra tinyasc[onnx]."""
     if importlib.util.find_spec(module) is None:
@@ -54,6 +88,7 @@ def export_onnx(predictor, path: str | Path, opset: int = OPSET) -> Path:
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        _int8_symbolics(opset)
         try:
             torch.onnx.export(net, (example,), str(path), dynamo=False, opset_version=opset,
                               input_names=["features"], output_names=["logits"],
