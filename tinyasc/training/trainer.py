@@ -131,7 +131,7 @@ def make_trainer(config: dict, run_dir: Path | None, progress: bool = True, fit:
                   deterministic=t["deterministic"], enable_progress_bar=progress, enable_model_summary=False,
                   plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)  # EpochShuffle shards itself
     if not fit:
-        return L.Trainer(logger=False, **kwargs)
+        return _unfilled(L.Trainer(logger=False, **kwargs), t["deterministic"])
     callbacks = [LearningRateMonitor(logging_interval="step")]
     if has_val:  # best.ckpt follows the validation metric; listed first, so last.ckpt holds its updated state
         callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/macro_acc",
@@ -143,8 +143,17 @@ def make_trainer(config: dict, run_dir: Path | None, progress: bool = True, fit:
         callbacks.append(RunProgressBar(refresh_rate=5))
     loggers = [ResumableCSVLogger(run_dir, name="logs", version="", resume_step=resume_step),
                *make_loggers(config, run_dir, resume_step)]  # TensorBoard, W&B, MLflow: trainer.loggers
-    return L.Trainer(max_epochs=t["epochs"], callbacks=callbacks, logger=loggers, num_sanity_val_steps=0,
-                     log_every_n_steps=t["log_every_n_steps"], limit_val_batches=1.0 if has_val else 0, **kwargs)
+    return _unfilled(L.Trainer(max_epochs=t["epochs"], callbacks=callbacks, logger=loggers, num_sanity_val_steps=0,
+                               log_every_n_steps=t["log_every_n_steps"], limit_val_batches=1.0 if has_val else 0,
+                               **kwargs), t["deterministic"])
+
+
+def _unfilled(trainer: L.Trainer, deterministic) -> L.Trainer:
+    """Lightning's ``deterministic="warn"`` (the default) turns on torch's deterministic mode, which also
+    NaN-fills every new tensor (``fill_uninitialized_memory``), a cost on every step that "warn" does not
+    ask for: no kernel tinyasc runs reads memory it has not written. ``deterministic: true`` keeps it."""
+    torch.utils.deterministic.fill_uninitialized_memory = deterministic != "warn"
+    return trainer
 
 
 def is_first_process() -> bool:
