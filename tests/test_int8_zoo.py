@@ -18,8 +18,9 @@ from torch.ao.quantization import FakeQuantizeBase
 from tinyasc.base.errors import TinyAscError
 from tinyasc.complexity.stored import is_int8_module, stored_sizes
 from tinyasc.complexity.table import model_row
-from tinyasc.modelfile.int8 import (ACTIVATION_QMAX, calibrate, convert, float_islands, int8_cat, int8_measurement,
+from tinyasc.modelfile.int8 import (calibrate, convert, float_islands, int8_cat, int8_measurement,
                                     prepare, quiet_ao)
+from tinyasc.modelfile.qat_align import ACTIVATION_QMAX
 from tinyasc.models import create_model, input_shape, list_models
 
 MODELS = list_models()

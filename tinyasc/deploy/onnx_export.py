@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.onnx import symbolic_helper as sh, symbolic_opset9 as opset9, symbolic_opset10 as opset10
 
 from tinyasc.base.errors import TinyAscError
 from tinyasc.modelfile.ensemble import EnsembleNetwork
@@ -42,8 +43,6 @@ def _network_for_export(predictor):
 
 
 def _int8_batch_norm(g, qx, weight, bias, mean, var, eps, out_scale, out_zero_point):
-    from torch.onnx import symbolic_helper as sh, symbolic_opset9 as opset9
-
     x, _, _, _ = sh.dequantize_helper(g, qx)
     y = opset9.batch_norm(g, x, weight, bias, mean, var, False, 0.0, sh._get_const(eps, "f", "eps"), False)
     return sh.quantize_helper(g, y, out_scale, out_zero_point)
@@ -53,8 +52,6 @@ def _int8_mul(g, *args):
     """``quantized::mul`` in all three forms: two int8 tensors (torch's own symbolic), and an int8
     tensor times a number either way round, whose output is exactly what PyTorch computes: same
     integers, scale x |number|, and for a negative number the zero point mirrored (255 - zp)."""
-    from torch.onnx import symbolic_helper as sh, symbolic_opset10 as opset10
-
     if len(args) == 4:
         return opset10.quantized_mul(g, *args)
     number, qx = (args[1], args[0]) if sh._is_tuple_construct(args[0]) else args
